@@ -1,0 +1,4 @@
+//! aac runtime library: the agent.yaml model, the OCI spec builder and the backends that
+//! execute that spec (containerd over gRPC, or a plain host process).
+
+pub mod agent;
