@@ -1,5 +1,8 @@
 //! The agent.yaml model: types, decoding with source positions, validation, CLI overrides.
 
+pub mod diagnostics;
 pub mod model;
+pub mod values;
 
+pub use diagnostics::{Diagnostic, Diagnostics, Location};
 pub use model::*;
