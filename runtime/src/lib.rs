@@ -3,3 +3,4 @@
 
 pub mod agent;
 pub mod image_config;
+pub mod spec;
