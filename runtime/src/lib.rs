@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod image_config;
 pub mod spec;
+pub mod state;

@@ -89,7 +89,7 @@ fn decimal_times(num: &str, mult: u64) -> Option<u64> {
         let f: u128 = frac.parse().ok()?;
         let scale = 10u128.pow(frac.len() as u32);
         let part = f * mult as u128;
-        if part % scale != 0 {
+        if !part.is_multiple_of(scale) {
             return None;
         }
         total = total.checked_add(u64::try_from(part / scale).ok()?)?;
