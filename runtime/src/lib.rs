@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod image_config;
+pub mod logs;
 pub mod spec;
 pub mod state;

@@ -28,7 +28,7 @@ pub fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
 }
 
 /// Memory as Kubernetes or docker write it: plain bytes, `Ki Mi Gi Ti` (powers of 1024),
-/// `K M G T` / `k` (powers of 1000, Kubernetes style), and docker's lower-case `b k m g`
+/// `K M G T` (powers of 1000, Kubernetes style), and docker's lower-case `b k m g t`
 /// suffixes as used by `--memory 512m` (powers of 1024).
 pub fn parse_memory(s: &str) -> Result<Bytes, String> {
     let t = s.trim();
@@ -48,11 +48,12 @@ pub fn parse_memory(s: &str) -> Result<Bytes, String> {
         "Mi" | "mb" | "MB" => 1 << 20,
         "Gi" | "gb" | "GB" => 1 << 30,
         "Ti" | "tb" | "TB" => 1 << 40,
-        "k" | "K" => 1000,
+        "K" => 1000,
         "M" => 1_000_000,
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
-        // docker: `--memory 512m`, `1g` are binary units
+        // docker: `--memory 512m`, `1g`, `64k` are binary units
+        "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
         "t" => 1 << 40,
