@@ -1318,3 +1318,690 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
     }
     Ok((k.to_string(), v.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::model::{MilliCpu, RestartPolicy};
+    use clap::Parser;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn host_env(k: &str) -> Option<String> {
+        match k {
+            "HOME_TOKEN" => Some("from-host".to_string()),
+            _ => None,
+        }
+    }
+
+    fn port(container: u16, host: Option<u16>) -> PortSpec {
+        PortSpec {
+            container,
+            host,
+            protocol: Protocol::Tcp,
+            host_ip: None,
+        }
+    }
+
+    fn val(name: &str, value: &str) -> EnvVar {
+        EnvVar {
+            name: name.to_string(),
+            source: EnvSource::Value {
+                value: value.to_string(),
+            },
+        }
+    }
+
+    fn tmp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("aac-flags-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn publish_simple_forms() {
+        assert_eq!(parse_publish("8080:8080"), Ok(vec![port(8080, Some(8080))]));
+        assert_eq!(parse_publish("80:8080"), Ok(vec![port(8080, Some(80))]));
+        assert_eq!(
+            parse_publish("8080:8080/tcp"),
+            Ok(vec![port(8080, Some(8080))])
+        );
+        let udp = parse_publish("53:5353/udp").unwrap();
+        assert_eq!(udp[0].protocol, Protocol::Udp);
+        assert_eq!((udp[0].host, udp[0].container), (Some(53), 5353));
+        assert_eq!(
+            parse_publish("8080/UDP").unwrap()[0].protocol,
+            Protocol::Udp
+        );
+        // Bare container port: ephemeral host port.
+        assert_eq!(parse_publish("8080"), Ok(vec![port(8080, Some(0))]));
+        assert_eq!(parse_publish("0:8080"), Ok(vec![port(8080, Some(0))]));
+    }
+
+    #[test]
+    fn publish_lists_ips_and_ranges() {
+        assert_eq!(
+            parse_publish("8080:8080,9090:90"),
+            Ok(vec![port(8080, Some(8080)), port(90, Some(9090))])
+        );
+        let p = parse_publish("127.0.0.1:80:8080").unwrap();
+        assert_eq!(p[0].host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!((p[0].host, p[0].container), (Some(80), 8080));
+        let p = parse_publish("127.0.0.1::8080").unwrap();
+        assert_eq!(p[0].host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(p[0].host, Some(0));
+        let p = parse_publish("[::1]:80:8080/udp").unwrap();
+        assert_eq!(p[0].host_ip, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!((p[0].host, p[0].container), (Some(80), 8080));
+        assert_eq!(p[0].protocol, Protocol::Udp);
+        let p = parse_publish("[::1]::8080").unwrap();
+        assert_eq!((p[0].host, p[0].host_ip.is_some()), (Some(0), true));
+        assert_eq!(
+            parse_publish("8000-8002:9000-9002"),
+            Ok(vec![
+                port(9000, Some(8000)),
+                port(9001, Some(8001)),
+                port(9002, Some(8002))
+            ])
+        );
+        assert_eq!(
+            parse_publish("8000-8001"),
+            Ok(vec![port(8000, Some(0)), port(8001, Some(0))])
+        );
+    }
+
+    #[test]
+    fn publish_errors() {
+        let e = parse_publish("70000:80").unwrap_err();
+        assert!(e.contains("70000 is not a port (1-65535)"), "{e}");
+        let e = parse_publish("80:70000").unwrap_err();
+        assert!(e.contains("70000 is not a port (1-65535)"), "{e}");
+        let e = parse_publish("80:80/sctp").unwrap_err();
+        assert!(e.contains("unknown protocol \"sctp\""), "{e}");
+        let e = parse_publish("80:80,abc").unwrap_err();
+        assert!(e.contains("\"abc\" is not a port number"), "{e}");
+        let e = parse_publish("999.1.1.1:80:80").unwrap_err();
+        assert!(e.contains("not an IP address"), "{e}");
+        let e = parse_publish("8000-8001:80").unwrap_err();
+        assert!(e.contains("differ in size"), "{e}");
+        let e = parse_publish("8001-8000:8001-8000").unwrap_err();
+        assert!(e.contains("start is above the end"), "{e}");
+        for bad in ["", ":", "80:", "0", "80:0", "80:80/", "80:80,,90", "-1:80"] {
+            assert!(parse_publish(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn env_forms() {
+        assert_eq!(parse_env("A=b=c", &no_env), Ok(Some(val("A", "b=c"))));
+        assert_eq!(parse_env("EMPTY=", &no_env), Ok(Some(val("EMPTY", ""))));
+        assert_eq!(
+            parse_env("HOME_TOKEN", &host_env),
+            Ok(Some(val("HOME_TOKEN", "from-host")))
+        );
+        assert_eq!(parse_env("NOT_ON_HOST", &host_env), Ok(None));
+        assert!(parse_env("=x", &no_env).unwrap_err().contains("empty"));
+        assert!(parse_env("A B=x", &no_env)
+            .unwrap_err()
+            .contains("whitespace"));
+        assert!(parse_env("", &no_env).is_err());
+    }
+
+    #[test]
+    fn env_file_format() {
+        let dir = tmp_dir("envfile");
+        let f = dir.join("app.env");
+        std::fs::write(
+            &f,
+            "\u{feff}# comment\n\nA=1\n  B=two words \nQ=\"quoted\"\nHOME_TOKEN\nUNSET\nE=\r\n",
+        )
+        .unwrap();
+        let vars = parse_env_file(&f, &host_env).unwrap();
+        assert_eq!(
+            vars,
+            vec![
+                val("A", "1"),
+                val("B", "two words "),
+                val("Q", "\"quoted\""),
+                val("HOME_TOKEN", "from-host"),
+                val("E", ""),
+            ]
+        );
+
+        let bad = dir.join("bad.env");
+        std::fs::write(&bad, "OK=1\nBAD NAME=1\n=x\n").unwrap();
+        let errs = parse_env_file(&bad, &no_env).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].ends_with("bad.env:2: the variable name \"BAD NAME\" contains whitespace or control characters"), "{errs:?}");
+        assert!(errs[1].contains("bad.env:3: "), "{errs:?}");
+
+        let missing = parse_env_file(&dir.join("nope.env"), &no_env).unwrap_err();
+        assert!(missing[0].contains("cannot read env file"), "{missing:?}");
+    }
+
+    #[test]
+    fn volume_forms() {
+        let base = Path::new("/srv/agent");
+        let v = parse_volume("/host/data:/data", base).unwrap();
+        assert_eq!(
+            v,
+            VolumeSpec {
+                source: "/host/data".into(),
+                target: "/data".into(),
+                kind: VolumeType::Bind,
+                read_only: false,
+                options: vec![],
+            }
+        );
+        let v = parse_volume("./data:/app/data:ro", base).unwrap();
+        assert_eq!(v.source, "/srv/agent/data");
+        assert!(v.read_only);
+        let v = parse_volume("../shared/:/shared/:rw,z", base).unwrap();
+        assert_eq!(
+            (v.source.as_str(), v.target.as_str()),
+            ("/srv/shared", "/shared")
+        );
+        assert!(!v.read_only);
+        let v = parse_volume("model-cache:/app/models", base).unwrap();
+        assert_eq!(
+            (v.kind, v.source.as_str()),
+            (VolumeType::Volume, "model-cache")
+        );
+        let v = parse_volume("/cache", base).unwrap();
+        assert_eq!((v.kind, v.source.as_str()), (VolumeType::Volume, ""));
+        assert_eq!(v.target, "/cache");
+        let v = parse_volume("/h:/c:ro,Z,rshared", base).unwrap();
+        assert_eq!(v.options, vec!["rshared".to_string()]);
+        assert!(v.read_only);
+    }
+
+    #[test]
+    fn volume_errors() {
+        let base = Path::new("/srv");
+        let cases = [
+            ("/h:data", "must be absolute"),
+            ("/h:/", "cannot be \"/\""),
+            ("data/x:/d", "must start with ./ or ../"),
+            ("~/x:/d", "\"~\" is not expanded"),
+            ("my vol:/d", "is not a volume name"),
+            ("/h:/d:ro,rw", "contradict"),
+            ("/h:/d:r0", "unknown mount option \"r0\""),
+            ("/h:/d:x:y", "is not a volume specification"),
+            (":/d", "source before \":\" is empty"),
+            ("/data:ro", "anonymous volume takes no options"),
+            ("vol:/d:rshared", "bind mounts only"),
+            ("relative", "must be absolute"),
+        ];
+        for (spec, want) in cases {
+            let e = parse_volume(spec, base).unwrap_err();
+            assert!(e.contains(want), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_forms() {
+        let t = parse_tmpfs("/run").unwrap();
+        assert_eq!((t.kind, t.target.as_str()), (VolumeType::Tmpfs, "/run"));
+        assert!(t.options.is_empty());
+        let t = parse_tmpfs("/tmp:size=64m,mode=1777,noexec,ro").unwrap();
+        assert_eq!(t.options, vec!["size=64m", "mode=1777", "noexec"]);
+        assert!(t.read_only);
+        assert!(parse_tmpfs("tmp").unwrap_err().contains("absolute"));
+        assert!(parse_tmpfs("/t:mode=rwx").unwrap_err().contains("octal"));
+        assert!(parse_tmpfs("/t:sise=1m")
+            .unwrap_err()
+            .contains("did you mean size"));
+        assert!(parse_tmpfs("/t:size=")
+            .unwrap_err()
+            .contains("needs a value"));
+    }
+
+    #[test]
+    fn users_and_groups() {
+        assert_eq!(parse_user("1000"), Ok((1000, None)));
+        assert_eq!(parse_user("1000:2000"), Ok((1000, Some(2000))));
+        assert_eq!(parse_user("0:0"), Ok((0, Some(0))));
+        assert!(parse_user("app").unwrap_err().contains("numeric id"));
+        assert!(parse_user("1000:staff").unwrap_err().contains("numeric id"));
+        assert!(parse_user(":1").is_err());
+        assert!(parse_user("99999999999")
+            .unwrap_err()
+            .contains("0-4294967295"));
+        assert_eq!(parse_group("44"), Ok(44));
+        assert!(parse_group("video").is_err());
+
+        let dir = tmp_dir("passwd");
+        let p = dir.join("passwd");
+        std::fs::write(
+            &p,
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\nbad:x:z:1::/:/\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user("app", &p), Ok((1001, 1002)));
+        assert_eq!(resolve_user("root", &p), Ok((0, 0)));
+        assert!(resolve_user("bad", &p).unwrap_err().contains("malformed"));
+        assert!(resolve_user("nobody", &p).unwrap_err().contains("no user"));
+    }
+
+    #[test]
+    fn security_and_log_opts() {
+        let base = Path::new("/etc/aac");
+        assert_eq!(
+            parse_security_opt("seccomp=unconfined", base),
+            Ok(SecurityOpt::Seccomp(SeccompProfile::Unconfined))
+        );
+        assert_eq!(
+            parse_security_opt("seccomp:unconfined", base),
+            Ok(SecurityOpt::Seccomp(SeccompProfile::Unconfined))
+        );
+        assert_eq!(
+            parse_security_opt("seccomp=default", base),
+            Ok(SecurityOpt::Seccomp(SeccompProfile::Default))
+        );
+        assert_eq!(
+            parse_security_opt("seccomp=./p.json", base),
+            Ok(SecurityOpt::Seccomp(SeccompProfile::Path(
+                "/etc/aac/p.json".into()
+            )))
+        );
+        assert_eq!(
+            parse_security_opt("no-new-privileges", base),
+            Ok(SecurityOpt::NoNewPrivileges(true))
+        );
+        assert_eq!(
+            parse_security_opt("no-new-privileges=false", base),
+            Ok(SecurityOpt::NoNewPrivileges(false))
+        );
+        assert!(parse_security_opt("no-new-privileges=maybe", base).is_err());
+        assert!(parse_security_opt("apparmor=unconfined", base)
+            .unwrap_err()
+            .contains("not supported"));
+        assert!(parse_security_opt("seccom=unconfined", base)
+            .unwrap_err()
+            .contains("did you mean seccomp"));
+        assert!(parse_security_opt("seccomp=", base).is_err());
+
+        assert_eq!(
+            parse_log_opt("max-size=10m"),
+            Ok(LogOpt::MaxSize(Bytes(10 << 20)))
+        );
+        assert_eq!(parse_log_opt("max-file=5"), Ok(LogOpt::MaxFile(5)));
+        assert!(parse_log_opt("max-file=0").is_err());
+        assert!(parse_log_opt("max-size=huge").is_err());
+        assert!(parse_log_opt("max-sise=1m")
+            .unwrap_err()
+            .contains("did you mean max-size"));
+        assert!(parse_log_opt("compress").is_err());
+    }
+
+    #[test]
+    fn small_scalars() {
+        assert_eq!(parse_pids_limit("-1"), Ok(None));
+        assert_eq!(parse_pids_limit("0"), Ok(None));
+        assert_eq!(parse_pids_limit("100"), Ok(Some(100)));
+        assert!(parse_pids_limit("-2").is_err());
+        assert!(parse_pids_limit("many").is_err());
+        assert_eq!(parse_network("host"), Ok(NetworkMode::Host));
+        assert_eq!(parse_network("net"), Ok(NetworkMode::Named("net".into())));
+        assert!(parse_network("container:abc").is_err());
+        assert!(parse_network("a b").is_err());
+        assert_eq!(
+            parse_dns("1.1.1.1"),
+            Ok(IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)))
+        );
+        assert!(parse_dns("dns.example").is_err());
+        assert_eq!(parse_workdir("/app/./x/"), Ok("/app/x".into()));
+        assert!(parse_workdir("app").is_err());
+        assert!(parse_hostname("agent-1.local").is_ok());
+        assert!(parse_hostname("-bad").is_err());
+        assert!(parse_hostname("under_score").is_err());
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_label("tier"), Ok(("tier".into(), String::new())));
+        assert!(parse_label("=x").is_err());
+        assert_eq!(
+            parse_health_cmd("curl -f http://localhost/"),
+            Ok(Probe::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "curl -f http://localhost/".into()
+            ]))
+        );
+        assert!(parse_health_cmd(" ").is_err());
+        assert_eq!(parse_health_retries("5"), Ok(5));
+        assert!(parse_health_retries("0").is_err());
+        assert_eq!(parse_health_on_failure("restart"), Ok(OnUnhealthy::Restart));
+        assert!(parse_health_on_failure("kill").is_err());
+    }
+
+    /// An agent as agent.yaml might describe it.
+    fn file_agent() -> Agent {
+        let mut a = Agent::for_image("bot", "bot:1");
+        a.spec.ports = vec![
+            port(8080, Some(8080)),
+            PortSpec {
+                container: 53,
+                host: Some(53),
+                protocol: Protocol::Udp,
+                host_ip: None,
+            },
+            port(9000, None),
+        ];
+        a.spec.environment = vec![val("A", "file"), val("B", "file")];
+        a.spec.volumes = vec![
+            parse_volume("/host/data:/data", Path::new("/")).unwrap(),
+            parse_volume("cache:/cache", Path::new("/")).unwrap(),
+        ];
+        a.spec.resources.limits.cpu = Some(MilliCpu(2000));
+        a.spec.resources.limits.memory = Some(Bytes(1 << 30));
+        a.spec.security.capabilities.drop = vec!["ALL".into(), "NET_ADMIN".into()];
+        a.spec.security.run_as_user = Some(1);
+        a.spec.security.run_as_group = Some(2);
+        a.spec.health_check = Some(HealthCheck {
+            probe: Probe::Tcp { port: 8080 },
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            retries: 7,
+            start_period: Duration::from_secs(1),
+            on_unhealthy: OnUnhealthy::None,
+        });
+        a.metadata.labels.insert("team".into(), "a".into());
+        a
+    }
+
+    #[test]
+    fn apply_merges_lists_and_replaces_scalars() {
+        let mut a = file_agent();
+        let flags = RunFlags {
+            publish: vec!["9999:8080".into(), "127.0.0.1:7000:7000".into()],
+            env: vec![
+                "B=flag".into(),
+                "C=new".into(),
+                "HOME_TOKEN".into(),
+                "GONE".into(),
+            ],
+            volume: vec!["/other:/data:ro".into(), "./logs:/logs".into()],
+            tmpfs: vec!["/tmp:size=16m".into()],
+            cpus: Some("1.5".into()),
+            memory_reservation: Some("256m".into()),
+            pids_limit: Some("-1".into()),
+            user: Some("1000".into()),
+            cap_add: vec!["net_admin".into()],
+            cap_drop: vec!["NET_RAW".into()],
+            health_interval: Some("1m".into()),
+            restart: Some("on-failure:3".into()),
+            label: vec!["team=b".into(), "env=dev".into()],
+            log_opt: vec!["max-file=5".into()],
+            read_only: Some(true),
+            entrypoint: Some("/bin/agent".into()),
+            dns: vec!["9.9.9.9".into()],
+            network: Some("none".into()),
+            security_opt: vec!["no-new-privileges=false".into()],
+            ..RunFlags::default()
+        };
+        let d = flags.apply(&mut a, Path::new("/work/dir"), &host_env);
+        assert!(d.is_empty(), "{d:?}");
+        let s = &a.spec;
+        // The file's 8080/tcp is replaced, 53/udp and 9000 kept, 7000 appended.
+        assert_eq!(s.ports.len(), 4);
+        assert_eq!(s.ports[0].container, 53);
+        assert_eq!(s.ports[1], port(9000, None));
+        assert_eq!(s.ports[2], port(8080, Some(9999)));
+        assert_eq!(s.ports[3].host_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(
+            s.environment,
+            vec![
+                val("A", "file"),
+                val("B", "flag"),
+                val("C", "new"),
+                val("HOME_TOKEN", "from-host")
+            ]
+        );
+        assert_eq!(s.volumes.len(), 4);
+        assert_eq!(
+            (s.volumes[0].source.as_str(), s.volumes[0].read_only),
+            ("/other", true)
+        );
+        assert_eq!(s.volumes[1].source, "cache");
+        assert_eq!(s.volumes[2].source, "/work/dir/logs");
+        assert_eq!(s.volumes[3].kind, VolumeType::Tmpfs);
+        assert_eq!(s.resources.limits.cpu, Some(MilliCpu(1500)));
+        assert_eq!(s.resources.limits.memory, Some(Bytes(1 << 30)));
+        assert_eq!(s.resources.requests.memory, Some(Bytes(256 << 20)));
+        assert_eq!(s.resources.limits.pids, None);
+        assert_eq!(
+            (s.security.run_as_user, s.security.run_as_group),
+            (Some(1000), None)
+        );
+        assert_eq!(s.security.capabilities.add, vec!["NET_ADMIN".to_string()]);
+        assert_eq!(
+            s.security.capabilities.drop,
+            vec!["ALL".to_string(), "NET_RAW".to_string()]
+        );
+        assert!(s.security.read_only_root_filesystem);
+        assert!(!s.security.no_new_privileges);
+        let hc = s.health_check.as_ref().unwrap();
+        assert_eq!(hc.probe, Probe::Tcp { port: 8080 });
+        assert_eq!((hc.interval, hc.retries), (Duration::from_secs(60), 7));
+        assert_eq!(
+            s.restart_policy,
+            RestartPolicy::OnFailure {
+                max_retries: Some(3)
+            }
+        );
+        assert_eq!(a.metadata.labels["team"], "b");
+        assert_eq!(a.metadata.labels["env"], "dev");
+        assert_eq!(s.logging.max_file, 5);
+        assert_eq!(s.command, vec!["/bin/agent".to_string()]);
+        assert_eq!(s.network.dns, vec![IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9))]);
+        assert_eq!(s.network.mode, NetworkMode::None);
+    }
+
+    #[test]
+    fn apply_env_file_then_env() {
+        let dir = tmp_dir("apply-env");
+        std::fs::write(dir.join(".env"), "A=envfile\nD=envfile\n").unwrap();
+        let mut a = file_agent();
+        let flags = RunFlags {
+            env_file: vec![".env".into()],
+            env: vec!["D=flag".into()],
+            ..RunFlags::default()
+        };
+        assert!(flags.apply(&mut a, &dir, &no_env).is_empty());
+        assert_eq!(
+            a.spec.environment,
+            vec![val("A", "envfile"), val("B", "file"), val("D", "flag")]
+        );
+    }
+
+    #[test]
+    fn apply_health_check() {
+        // A new command check with defaults plus the given timing.
+        let mut a = Agent::for_image("x", "x");
+        let flags = RunFlags {
+            health_cmd: Some("curl -f localhost".into()),
+            health_retries: Some("5".into()),
+            health_on_failure: Some("restart".into()),
+            ..RunFlags::default()
+        };
+        assert!(flags.apply(&mut a, Path::new("/"), &no_env).is_empty());
+        let hc = a.spec.health_check.unwrap();
+        assert_eq!(hc.interval, HealthCheck::DEFAULT_INTERVAL);
+        assert_eq!(hc.timeout, HealthCheck::DEFAULT_TIMEOUT);
+        assert_eq!(hc.retries, 5);
+        assert_eq!(hc.on_unhealthy, OnUnhealthy::Restart);
+
+        // The file's timing survives a new --health-cmd.
+        let mut a = file_agent();
+        let flags = RunFlags {
+            health_cmd: Some("true".into()),
+            ..RunFlags::default()
+        };
+        assert!(flags.apply(&mut a, Path::new("/"), &no_env).is_empty());
+        let hc = a.spec.health_check.unwrap();
+        assert_eq!(hc.interval, Duration::from_secs(5));
+        assert!(matches!(hc.probe, Probe::Command(ref c) if c[2] == "true"));
+
+        // --no-healthcheck removes it; with other health flags it is an error.
+        let mut a = file_agent();
+        let flags = RunFlags {
+            no_healthcheck: true,
+            ..RunFlags::default()
+        };
+        assert!(flags.apply(&mut a, Path::new("/"), &no_env).is_empty());
+        assert!(a.spec.health_check.is_none());
+        let flags = RunFlags {
+            no_healthcheck: true,
+            health_timeout: Some("1s".into()),
+            ..RunFlags::default()
+        };
+        let d = flags.apply(&mut file_agent(), Path::new("/"), &no_env);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "--no-healthcheck");
+
+        // Timing without any health check to adjust.
+        let flags = RunFlags {
+            health_interval: Some("10s".into()),
+            ..RunFlags::default()
+        };
+        let d = flags.apply(&mut Agent::for_image("x", "x"), Path::new("/"), &no_env);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].message.contains("no health check to adjust"));
+    }
+
+    #[test]
+    fn apply_collects_every_error_and_leaves_agent_alone() {
+        let mut a = file_agent();
+        let before = a.clone();
+        let flags = RunFlags {
+            publish: vec!["70000:80".into(), "80:80".into(), "1:2/sctp".into()],
+            env: vec!["=x".into()],
+            volume: vec!["/h:rel".into(), "/a:/same".into(), "/b:/same".into()],
+            cpus: Some("lots".into()),
+            memory: Some("1q".into()),
+            user: Some("root".into()),
+            cap_add: vec!["NET_ADMN".into()],
+            security_opt: vec!["apparmor=x".into()],
+            dns: vec!["nope".into()],
+            restart: Some("sometimes".into()),
+            health_interval: Some("soon".into()),
+            log_opt: vec!["max-size=0".into()],
+            workdir: Some("rel".into()),
+            pids_limit: Some("-5".into()),
+            ..RunFlags::default()
+        };
+        let d = flags.apply(&mut a, Path::new("/"), &no_env);
+        let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "--publish",
+                "--publish",
+                "--env",
+                "--volume",
+                "--volume",
+                "--cpus",
+                "--memory",
+                "--pids-limit",
+                "--user",
+                "--cap-add",
+                "--security-opt",
+                "--dns",
+                "--health-interval",
+                "--workdir",
+                "--restart",
+                "--log-opt",
+            ],
+            "{d:#?}"
+        );
+        assert!(d[0].message.contains("70000 is not a port (1-65535)"));
+        assert!(d[1].message.contains("sctp"));
+        assert!(d[4].message.contains("duplicate mount point /same"));
+        assert!(d[9].message.contains("did you mean NET_ADMIN"));
+        assert_eq!(a, before);
+        assert_eq!(
+            d[0].to_string(),
+            "--publish: \"70000:80\": 70000 is not a port (1-65535)"
+        );
+    }
+
+    #[test]
+    fn apply_memory_reservation_above_limit() {
+        let mut a = file_agent();
+        let flags = RunFlags {
+            memory: Some("256m".into()),
+            memory_reservation: Some("512m".into()),
+            ..RunFlags::default()
+        };
+        let d = flags.apply(&mut a, Path::new("/"), &no_env);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "--memory-reservation");
+    }
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        f: RunFlags,
+        rest: Vec<String>,
+    }
+
+    #[test]
+    fn clap_parses_a_docker_command_line() {
+        let mut argv: Vec<&str> = "aac -p 8080:80 --publish=9090:90/udp -e A=1 --env B \
+             --env-file x.env -v ./data:/data:ro --tmpfs /tmp --cpus 1.5 -m 512m \
+             --memory-reservation 256m --pids-limit -1 -u 1000:1000 --group-add 44 --read-only \
+             --cap-add NET_ADMIN --cap-drop ALL --security-opt seccomp=unconfined \
+             --security-opt no-new-privileges --net host --dns 1.1.1.1 --restart always \
+             --health-interval 10s --health-timeout 2s --health-retries 4 \
+             --health-start-period 5s --health-on-failure restart -w /app --hostname bot \
+             --entrypoint /bin/sh -l a=b --log-opt max-size=1m"
+            .split_whitespace()
+            .collect();
+        argv.extend([
+            "--health-cmd",
+            "curl -f http://localhost/",
+            "image:tag",
+            "echo",
+            "hi",
+        ]);
+        let t = T::try_parse_from(argv).unwrap();
+        let f = &t.f;
+        assert_eq!(f.publish, vec!["8080:80", "9090:90/udp"]);
+        assert_eq!(f.env, vec!["A=1", "B"]);
+        assert_eq!(f.env_file, vec![PathBuf::from("x.env")]);
+        assert_eq!(f.volume, vec!["./data:/data:ro"]);
+        assert_eq!(f.pids_limit.as_deref(), Some("-1"));
+        assert_eq!(f.read_only, Some(true));
+        assert_eq!(f.security_opt.len(), 2);
+        assert_eq!(f.network.as_deref(), Some("host"));
+        assert_eq!(f.health_cmd.as_deref(), Some("curl -f http://localhost/"));
+        assert_eq!(f.workdir.as_deref(), Some("/app"));
+        assert_eq!(f.label, vec!["a=b"]);
+        assert!(!f.no_healthcheck);
+        assert_eq!(t.rest, vec!["image:tag", "echo", "hi"]);
+
+        let dir = tmp_dir("clap");
+        std::fs::write(dir.join("x.env"), "FROM_FILE=1\n").unwrap();
+        let mut a = Agent::for_image("bot", "image:tag");
+        let d = f.apply(&mut a, &dir, &no_env);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(a.spec.network.mode, NetworkMode::Host);
+        assert_eq!(a.spec.ports.len(), 2);
+        assert_eq!(
+            a.spec.environment,
+            vec![val("FROM_FILE", "1"), val("A", "1")]
+        );
+
+        let t =
+            T::try_parse_from(["aac", "--read-only=false", "--network", "mynet", "img"]).unwrap();
+        assert_eq!(t.f.read_only, Some(false));
+        assert_eq!(t.f.network.as_deref(), Some("mynet"));
+        assert_eq!(t.rest, vec!["img"]);
+
+        assert!(T::try_parse_from(["aac", "--rm", "img"]).is_err());
+        assert!(T::try_parse_from(["aac", "--read-only=maybe", "img"]).is_err());
+    }
+}
