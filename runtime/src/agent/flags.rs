@@ -39,8 +39,8 @@ use super::values;
 /// `--hostname` because clap uses it for help.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct RunFlags {
-    /// Publish container ports: [IP:][HOST:]CONTAINER[/tcp|udp], ranges 8000-8001:8000-8001,
-    /// comma lists; `-p 8080` publishes on an ephemeral host port
+    /// Publish a container port, e.g. 8080:80, 127.0.0.1:53:53/udp, [::1]:80:80, ranges
+    /// 8000-8001:8000-8001, comma lists; `-p 80` picks an ephemeral host port
     #[arg(
         short = 'p',
         long = "publish",
@@ -78,7 +78,7 @@ pub struct RunFlags {
     pub memory_reservation: Option<String>,
 
     /// Maximum number of processes; -1 or 0 for unlimited
-    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    #[arg(long = "pids-limit", value_name = "N", allow_negative_numbers = true)]
     pub pids_limit: Option<String>,
 
     /// Run as this numeric user: UID[:GID]
