@@ -6,3 +6,4 @@ pub mod image_config;
 pub mod logs;
 pub mod spec;
 pub mod state;
+pub mod status;
