@@ -247,7 +247,11 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix(LOG_FILE)?.strip_prefix('.')?.parse().ok()?;
+            let n = name
+                .strip_prefix(LOG_FILE)?
+                .strip_prefix('.')?
+                .parse()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();
@@ -301,7 +305,10 @@ impl Follower {
         let (file, inode, pos) = match File::open(&path) {
             Ok(f) => {
                 let meta = f.metadata().ok();
-                let ino = meta.as_ref().map(std::os::unix::fs::MetadataExt::ino).unwrap_or(0);
+                let ino = meta
+                    .as_ref()
+                    .map(std::os::unix::fs::MetadataExt::ino)
+                    .unwrap_or(0);
                 let len = meta.map(|m| m.len()).unwrap_or(0);
                 (Some(f), ino, len)
             }

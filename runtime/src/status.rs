@@ -219,7 +219,10 @@ mod tests {
             h.record(result(false), false, 2);
         }
         assert_eq!(h.log.len(), PROBE_HISTORY);
-        assert_eq!(h.record(result(true), false, 2), Some(HealthStatus::Healthy));
+        assert_eq!(
+            h.record(result(true), false, 2),
+            Some(HealthStatus::Healthy)
+        );
         assert_eq!(h.failing_streak, 0);
     }
 
