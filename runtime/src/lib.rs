@@ -2,4 +2,5 @@
 //! execute that spec (containerd over gRPC, or a plain host process).
 
 pub mod agent;
+pub mod containerd;
 pub mod image_config;
