@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod health;
+pub mod containerd;
 pub mod image_config;
 pub mod logs;
 pub mod spec;
