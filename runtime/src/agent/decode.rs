@@ -74,9 +74,9 @@ pub fn load_str_with_positions(
     // already failed (it holds a placeholder).
     let decoded: Vec<String> = diags.iter().map(|d| d.path.clone()).collect();
     diags.extend(validate(&agent, Some(&positions)).into_iter().filter(|v| {
-        !decoded
-            .iter()
-            .any(|p| is_prefix_path(p, &v.path) || (is_prefix_path(&v.path, p) && !v.path.is_empty()))
+        !decoded.iter().any(|p| {
+            is_prefix_path(p, &v.path) || (is_prefix_path(&v.path, p) && !v.path.is_empty())
+        })
     }));
     if diags.is_empty() {
         Ok((agent, positions))
@@ -385,9 +385,7 @@ impl Decoder<'_> {
         };
         if n.is_none() {
             match v {
-                Value::Number(n) => {
-                    self.err(path, At::Value, format!("{n} is not a whole number"))
-                }
+                Value::Number(n) => self.err(path, At::Value, format!("{n} is not a whole number")),
                 Value::String(s) => {
                     self.err(path, At::Value, format!("{s:?} is not a whole number"))
                 }
@@ -672,7 +670,8 @@ impl Decoder<'_> {
                 }
                 match src.to_ascii_lowercase().as_str() {
                     "config" => {
-                        for (name, given) in [("secretName", &secret_name), ("secretKey", &secret_key)]
+                        for (name, given) in
+                            [("secretName", &secret_name), ("secretKey", &secret_key)]
                         {
                             if given.is_some() {
                                 self.err(
@@ -758,7 +757,11 @@ impl Decoder<'_> {
                 }
             }
             other => {
-                self.type_err(path, "a port mapping (\"8080:80\" or {container, host})", other);
+                self.type_err(
+                    path,
+                    "a port mapping (\"8080:80\" or {container, host})",
+                    other,
+                );
                 placeholder
             }
         }
@@ -769,14 +772,16 @@ impl Decoder<'_> {
         let source = self.opt_string(&mut f, "source").unwrap_or_default();
         let target = self.required_string(&mut f, "target");
         let kind = self
-            .opt_parsed(&mut f, "type", |s| match s.trim().to_ascii_lowercase().as_str() {
-                "bind" => Ok(VolumeType::Bind),
-                "volume" => Ok(VolumeType::Volume),
-                "tmpfs" => Ok(VolumeType::Tmpfs),
-                "configmap" => Ok(VolumeType::ConfigMap),
-                _ => Err(format!(
-                    "{s:?} is not a volume type (bind, volume, tmpfs or configMap)"
-                )),
+            .opt_parsed(&mut f, "type", |s| {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    "bind" => Ok(VolumeType::Bind),
+                    "volume" => Ok(VolumeType::Volume),
+                    "tmpfs" => Ok(VolumeType::Tmpfs),
+                    "configmap" => Ok(VolumeType::ConfigMap),
+                    _ => Err(format!(
+                        "{s:?} is not a volume type (bind, volume, tmpfs or configMap)"
+                    )),
+                }
             })
             .unwrap_or_default();
         let read_only = self.opt_bool(&mut f, "readOnly").unwrap_or(false);
@@ -784,7 +789,9 @@ impl Decoder<'_> {
         f.finish(self);
         let source = match kind {
             VolumeType::Bind | VolumeType::ConfigMap if !source.is_empty() => {
-                resolve(self.base_dir, &source).to_string_lossy().into_owned()
+                resolve(self.base_dir, &source)
+                    .to_string_lossy()
+                    .into_owned()
             }
             _ => source,
         };
@@ -819,10 +826,12 @@ impl Decoder<'_> {
                 .unwrap_or_else(|| "/".to_string());
             let port = self.required_port(&mut h, "port");
             let scheme = self
-                .opt_parsed(&mut h, "scheme", |s| match s.trim().to_ascii_lowercase().as_str() {
-                    "http" => Ok(HttpScheme::Http),
-                    "https" => Ok(HttpScheme::Https),
-                    _ => Err(format!("{s:?} is not a scheme (http or https)")),
+                .opt_parsed(&mut h, "scheme", |s| {
+                    match s.trim().to_ascii_lowercase().as_str() {
+                        "http" => Ok(HttpScheme::Http),
+                        "https" => Ok(HttpScheme::Https),
+                        _ => Err(format!("{s:?} is not a scheme (http or https)")),
+                    }
                 })
                 .unwrap_or_default();
             broken |= h.map.is_none();
@@ -875,7 +884,11 @@ impl Decoder<'_> {
         }
         let Some((probe, _)) = probes.into_iter().next() else {
             if is_map {
-                self.err(path, At::Value, "needs one of `command`, `http`, `tcp` or `file`");
+                self.err(
+                    path,
+                    At::Value,
+                    "needs one of `command`, `http`, `tcp` or `file`",
+                );
             }
             return None;
         };
@@ -1008,7 +1021,10 @@ impl Decoder<'_> {
         }
         if let Some((v, p)) = f.take("capabilities") {
             let mut c = self.fields(v, &p);
-            for (name, out) in [("drop", &mut s.capabilities.drop), ("add", &mut s.capabilities.add)] {
+            for (name, out) in [
+                ("drop", &mut s.capabilities.drop),
+                ("add", &mut s.capabilities.add),
+            ] {
                 if let Some((v, lp)) = c.take(name) {
                     for (item, ip) in self.seq(v, &lp) {
                         if let Some(cap) = self.parsed(item, &ip, values::parse_capability) {
@@ -1119,5 +1135,386 @@ impl Decoder<'_> {
         }
         f.finish(self);
         l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn examples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+    }
+
+    fn errors(src: &str) -> Vec<String> {
+        match load_str(src, Some(Path::new("agent.yaml")), Path::new("/base")) {
+            Ok(a) => panic!("accepted: {a:?}"),
+            Err(d) => d.0.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn ok(src: &str) -> Agent {
+        match load_str(src, Some(Path::new("agent.yaml")), Path::new("/base")) {
+            Ok(a) => a,
+            Err(d) => panic!("rejected:\n{d}"),
+        }
+    }
+
+    const HEAD: &str = "apiVersion: agent.dev/v1\nkind: Agent\nmetadata:\n  name: demo\n";
+
+    #[test]
+    fn every_example_loads() {
+        let mut n = 0;
+        for entry in std::fs::read_dir(examples()).unwrap() {
+            let file = entry.unwrap().path().join("agent.yaml");
+            if let Err(d) = load_file(&file) {
+                panic!("{}:\n{d}", file.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
+    fn chatbot_example_decodes_fully() {
+        let dir = examples().join("chatbot");
+        let a = load_file(&dir.join("agent.yaml")).unwrap();
+        let s = &a.spec;
+        assert_eq!(a.metadata.name, "chatbot");
+        assert_eq!(a.metadata.version.as_deref(), Some("1.0.0"));
+        assert_eq!(s.ports.len(), 1);
+        assert_eq!((s.ports[0].container, s.ports[0].host), (8080, Some(8080)));
+        assert_eq!(
+            s.environment[1].source,
+            EnvSource::Config {
+                key: Some("model_name".into())
+            }
+        );
+        assert_eq!(
+            s.environment[2].source,
+            EnvSource::Secret {
+                secret_name: "agent-secrets".into(),
+                secret_key: "openai-api-key".into()
+            }
+        );
+        // the relative bind source is resolved against the file's folder
+        let want = resolve(&std::path::absolute(&dir).unwrap(), "data");
+        assert_eq!(Path::new(&s.volumes[0].source), want);
+        assert!(Path::new(&s.volumes[0].source).is_absolute());
+        assert_eq!(s.volumes[1].source, "model-cache");
+        assert_eq!(s.volumes[1].kind, VolumeType::Volume);
+        let h = s.health_check.as_ref().unwrap();
+        assert_eq!(
+            h.probe,
+            Probe::Http {
+                path: "/health".into(),
+                port: 8080,
+                scheme: HttpScheme::Http
+            }
+        );
+        assert_eq!(h.start_period, Duration::from_secs(5));
+        assert_eq!(s.resources.limits.cpu, Some(MilliCpu(2000)));
+        assert_eq!(s.resources.limits.memory, Some(Bytes(2 << 30)));
+        assert_eq!(s.resources.requests.cpu, Some(MilliCpu(500)));
+        assert_eq!(s.resources.requests.memory, Some(Bytes(512 << 20)));
+        assert_eq!(s.scaling.as_ref().unwrap().max_replicas, Some(10));
+        let auto = s.autoscaling.as_ref().unwrap();
+        assert_eq!(auto.scale_down_delay, Some(Duration::from_secs(300)));
+        assert_eq!(s.security.run_as_user, Some(1000));
+        assert!(s.security.read_only_root_filesystem);
+        assert!(s.security.no_new_privileges);
+        assert_eq!(s.security.capabilities.drop, vec!["ALL"]);
+        assert_eq!(s.security.capabilities.add, vec!["NET_BIND_SERVICE"]);
+        assert_eq!(s.network.dns.len(), 2);
+        assert!(!s.network.security.allow_external_connections);
+        assert_eq!(s.services[1].port, 6379);
+        assert_eq!(s.secrets[0].from, "kubernetes-secret");
+        assert_eq!(
+            s.restart_policy,
+            RestartPolicy::OnFailure {
+                max_retries: Some(5)
+            }
+        );
+        assert_eq!(
+            render_config_value(&s.model.as_ref().unwrap().config["temperature"]),
+            "0.7"
+        );
+    }
+
+    #[test]
+    fn all_problems_at_once_with_positions() {
+        let src = "\
+apiVersion: agent.dev/v1
+metadata:
+  name: demo
+spec:
+  ports:
+    - container: 8080
+    - container: 70000
+  prots: []
+  resources:
+    limits:
+      cpu: 1
+      memory: lots
+    requests:
+      cpu: \"2\"
+  healthCheck:
+    tcp: {port: 8080}
+    retries: many
+  environment:
+    - name: A
+      from: config
+      key: missing
+";
+        assert_eq!(
+            errors(src),
+            vec![
+                "agent.yaml:7:18: spec.ports[1].container: 70000 is not a port (1-65535)",
+                "agent.yaml:8:3: spec.prots: unknown field `prots`; did you mean `ports`?",
+                "agent.yaml:12:15: spec.resources.limits.memory: \"lots\" is not a memory amount (use bytes or a suffix: \"512Mi\", \"2Gi\", \"1G\", \"500M\", \"512m\")",
+                "agent.yaml:14:12: spec.resources.requests.cpu: request 2 is above the limit 1",
+                "agent.yaml:17:14: spec.healthCheck.retries: \"many\" is not a whole number",
+                "agent.yaml:21:12: spec.environment[0].key: `missing` is not in spec.config",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_everywhere() {
+        let src = format!(
+            "{HEAD}  nmae: x\nspec:\n  image: a\n  healthCheck:\n    tcp: {{port: 1, hots: 2}}\nextra: 1\n"
+        );
+        assert_eq!(
+            errors(&src),
+            vec![
+                "agent.yaml:5:3: metadata.nmae: unknown field `nmae`; did you mean `name`?",
+                "agent.yaml:9:20: spec.healthCheck.tcp.hots: unknown field `hots`",
+                "agent.yaml:10:1: extra: unknown field `extra`",
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors() {
+        let src = format!(
+            "{HEAD}  tags: chat\nspec:\n  ports: 8080\n  command: {{a: b}}\n  security:\n    readOnlyRootFilesystem: yes\n    runAsUser: -1\n  network:\n    dns: [8.8.8]\n"
+        );
+        assert_eq!(
+            errors(&src),
+            vec![
+                "agent.yaml:5:9: metadata.tags: expected a list, found a string",
+                "agent.yaml:7:10: spec.ports: expected a list, found a number",
+                "agent.yaml:8:12: spec.command: expected a string, found a mapping",
+                "agent.yaml:10:29: spec.security.readOnlyRootFilesystem: expected true or false, found a string",
+                "agent.yaml:11:16: spec.security.runAsUser: -1 is out of range (0-4294967295)",
+                "agent.yaml:13:11: spec.network.dns[0]: \"8.8.8\" is not an IP address",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_required_fields() {
+        assert_eq!(
+            errors("kind: Agent\nspec:\n  ports:\n    - host: 80\n"),
+            vec![
+                "agent.yaml:1:1: metadata: is required",
+                "agent.yaml:1:1: apiVersion: is required (agent.dev/v1)",
+                "agent.yaml:4:7: spec.ports[0].container: is required",
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{HEAD}spec:\n  healthCheck:\n    interval: 5s\n")),
+            vec![
+                "agent.yaml:7:5: spec.healthCheck: needs one of `command`, `http`, `tcp` or `file`"
+            ]
+        );
+        assert_eq!(errors(""), vec!["the file is empty"]);
+        assert_eq!(
+            errors("apiVersion: agent.dev/v2\nkind: Pod\nmetadata: {name: My}\n"),
+            vec![
+                "agent.yaml:1:13: apiVersion: \"agent.dev/v2\" is not supported (use agent.dev/v1)",
+                "agent.yaml:2:7: kind: \"Pod\" is not supported (use Agent)",
+                "agent.yaml:3:18: metadata.name: \"My\" is not a valid name (lowercase letters, digits, '-', '_', '.'; starts and ends with a letter or digit; at most 63 characters)",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let e = errors("apiVersion: agent.dev/v1\nmetadata:\n  name: [a\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("agent.yaml:4:1: "), "{}", e[0]);
+        let e = errors("a: 1\na: 2\n");
+        assert!(e[0].contains("duplicate"), "{}", e[0]);
+    }
+
+    #[test]
+    fn defaults_applied() {
+        let a = ok(&format!(
+            "{HEAD}spec:\n  image: x\n  healthCheck:\n    command: curl -f localhost\n"
+        ));
+        let h = a.spec.health_check.unwrap();
+        assert_eq!(
+            h.probe,
+            Probe::Command(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "curl -f localhost".into()
+            ])
+        );
+        assert_eq!(h.interval, HealthCheck::DEFAULT_INTERVAL);
+        assert_eq!(h.timeout, HealthCheck::DEFAULT_TIMEOUT);
+        assert_eq!(h.retries, HealthCheck::DEFAULT_RETRIES);
+        assert_eq!(h.start_period, HealthCheck::DEFAULT_START_PERIOD);
+        assert_eq!(h.on_unhealthy, OnUnhealthy::None);
+        assert!(a.spec.security.no_new_privileges);
+        assert_eq!(a.spec.security.seccomp_profile, SeccompProfile::Default);
+        assert!(a.spec.network.security.allow_external_connections);
+        assert_eq!(a.spec.network.mode, NetworkMode::Bridge);
+        assert_eq!(a.spec.restart_policy, RestartPolicy::No);
+        assert_eq!(a.spec.logging, Logging::default());
+        assert_eq!(a.kind, KIND);
+        // kind may be left out
+        let a = ok("apiVersion: agent.dev/v1\nmetadata: {name: x}\n");
+        assert_eq!(a.kind, KIND);
+        assert_eq!(a.image_ref(), "x:latest");
+    }
+
+    #[test]
+    fn environment_forms() {
+        let a = ok(&format!(
+            "{HEAD}spec:\n  config: {{model: gpt-4, n: 3}}\n  environment:\n    - {{name: N, value: 3}}\n    - {{name: B, value: true}}\n    - {{name: model, from: config}}\n    - {{name: E, value: }}\n"
+        ));
+        let env = &a.spec.environment;
+        assert_eq!(env[0].source, EnvSource::Value { value: "3".into() });
+        assert_eq!(
+            env[1].source,
+            EnvSource::Value {
+                value: "true".into()
+            }
+        );
+        assert_eq!(env[2].source, EnvSource::Config { key: None });
+        assert_eq!(env[3].source, EnvSource::Value { value: "".into() });
+        assert_eq!(render_config_value(&a.spec.config["n"]), "3");
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  environment:\n    - name: X\n    - {{name: Y, from: secret, secretName: s}}\n    - {{name: Z, from: vault}}\n    - {{name: model, from: config}}\n"
+            )),
+            vec![
+                "agent.yaml:7:7: spec.environment[0]: needs a `value` or `from: config` / `from: secret`",
+                "agent.yaml:8:7: spec.environment[1].secretKey: is required with `from: secret`",
+                "agent.yaml:9:23: spec.environment[2].from: \"vault\" is not a source (config or secret)",
+                "agent.yaml:10:27: spec.environment[3].from: `model` is not in spec.config",
+            ]
+        );
+    }
+
+    #[test]
+    fn port_shorthand_and_network_ports() {
+        let a = ok(&format!(
+            "{HEAD}spec:\n  ports:\n    - 8080:8080\n    - \"127.0.0.1:80:8080/UDP\"\n    - 9000\n    - {{container: 53, protocol: UDP}}\n  network:\n    mode: bridge\n    ports: [\"9090:9090\"]\n"
+        ));
+        let p = &a.spec.ports;
+        assert_eq!(p.len(), 5);
+        assert_eq!((p[0].host, p[0].container), (Some(8080), 8080));
+        assert_eq!(p[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!((p[1].protocol, p[1].host), (Protocol::Udp, Some(80)));
+        assert_eq!((p[2].host, p[2].container), (None, 9000));
+        assert_eq!(p[3].protocol, Protocol::Udp);
+        assert_eq!((p[4].host, p[4].container), (Some(9090), 9090));
+        // problems in network.ports are reported where they were written
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  ports: [\"8080:80\"]\n  network:\n    ports:\n      - \"8080:81\"\n      - \"1:2:3:4\"\n"
+            )),
+            vec![
+                "agent.yaml:9:9: spec.network.ports[0].host: host port 8080/tcp is already published by spec.ports[0]",
+                "agent.yaml:10:9: spec.network.ports[1]: \"1:2:3:4\" is not a port mapping (use \"8080\", \"80:8080\", \"127.0.0.1:80:8080/udp\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_base_dir() {
+        let a = ok(&format!(
+            "{HEAD}spec:\n  volumes:\n    - {{source: ./data, target: /d}}\n    - {{source: ../cfg/app.yaml, target: /c, type: configMap}}\n    - {{source: /abs, target: /a, readOnly: true}}\n    - {{source: cache, target: /v, type: volume}}\n  security:\n    seccompProfile: profiles/strict.json\n"
+        ));
+        let v = &a.spec.volumes;
+        assert_eq!(v[0].source, "/base/data");
+        assert_eq!(v[1].source, "/cfg/app.yaml");
+        assert_eq!(v[1].kind, VolumeType::ConfigMap);
+        assert_eq!(v[2].source, "/abs");
+        assert!(v[2].read_only);
+        assert_eq!(v[3].source, "cache");
+        assert_eq!(
+            a.spec.security.seccomp_profile,
+            SeccompProfile::Path("/base/profiles/strict.json".into())
+        );
+    }
+
+    #[test]
+    fn validate_again_after_overrides_keeps_positions() {
+        let src = format!("{HEAD}spec:\n  ports:\n    - {{container: 80, host: 8080}}\n");
+        let (mut a, pos) =
+            load_str_with_positions(&src, Some(Path::new("agent.yaml")), Path::new("/")).unwrap();
+        assert!(validate(&a, Some(&pos)).is_empty());
+        a.spec.ports[0].container = 0;
+        a.spec.resources.limits.memory = Some(Bytes(1));
+        a.spec.resources.requests.memory = Some(Bytes(2));
+        let d: Vec<String> = validate(&a, Some(&pos))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                "agent.yaml:5:1: spec.resources.requests.memory: request 2 is above the limit 1",
+                "agent.yaml:7:19: spec.ports[0].container: 0 is not a port (1-65535)",
+            ]
+        );
+    }
+
+    #[test]
+    fn logging_and_misc_fields() {
+        let a = ok(&format!(
+            "{HEAD}spec:\n  logging: {{max-size: 1m, max-file: 5}}\n  restartPolicy: always\n  resources: {{limits: {{cpu: 0.5, memory: 268435456, pids: -1}}}}\n  args: --verbose\n"
+        ));
+        assert_eq!(a.spec.logging.max_size, Bytes(1 << 20));
+        assert_eq!(a.spec.logging.max_file, 5);
+        assert_eq!(a.spec.restart_policy, RestartPolicy::Always);
+        assert_eq!(a.spec.resources.limits.cpu, Some(MilliCpu(500)));
+        assert_eq!(a.spec.resources.limits.memory, Some(Bytes(1 << 28)));
+        assert_eq!(a.spec.resources.limits.pids, None);
+        assert_eq!(a.spec.args, vec!["--verbose"]);
+        assert_eq!(
+            errors(&format!(
+                "{HEAD}spec:\n  restartPolicy: sometimes\n  logging: {{maxSize: 1m, max-size: 2m}}\n"
+            )),
+            vec![
+                "agent.yaml:6:18: spec.restartPolicy: \"sometimes\" is not a restart policy (no, on-failure[:N], always, unless-stopped)",
+                "agent.yaml:7:26: spec.logging.max-size: duplicates `maxSize`",
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_documents_do_not_panic() {
+        for src in [
+            "[]",
+            "42",
+            "~",
+            "? [a]\n: b\n",
+            "apiVersion: !tag agent.dev/v1\nmetadata: {name: x}\n",
+            "a: &x [*x]\n",
+            "metadata: {name: x}\nspec: {ports: [[1]], volumes: [1], environment: [x]}\n",
+            "metadata: {name: x}\nspec: {healthCheck: {command: [], http: 1, tcp: {}, file: {}}}\n",
+            "metadata: {name: x}\nspec: {resources: {limits: {pids: 99999999999999999999999}}}\n",
+            "metadata: {name: x}\nspec: {ports: [{container: 1e9}], scaling: {replicas: 1.5}}\n",
+            "---\na: 1\n---\nb: 2\n",
+        ] {
+            let _ = load_str(src, None, Path::new("/"));
+        }
     }
 }

@@ -167,6 +167,9 @@ enum Frame {
         path: String,
         /// Set between a key and its value.
         key: Option<(String, LineCol)>,
+        /// No key seen yet: a block mapping's start mark is at its first `:`, so the first
+        /// key moves the mapping's position back to where it begins.
+        first: bool,
     },
     Sequence {
         path: String,
@@ -189,22 +192,36 @@ impl Builder {
     fn node(&mut self, at: LineCol, key_text: Option<&str>) -> Option<String> {
         match self.stack.last_mut() {
             None => {
-                self.entries
-                    .entry(String::new())
-                    .or_insert(Entry { key: None, value: at });
+                self.entries.entry(String::new()).or_insert(Entry {
+                    key: None,
+                    value: at,
+                });
                 Some(String::new())
             }
             Some(Frame::Skip) => None,
             Some(Frame::Sequence { path, next }) => {
                 let p = join_index(path, *next);
                 *next += 1;
-                self.entries.insert(p.clone(), Entry { key: None, value: at });
+                self.entries.insert(
+                    p.clone(),
+                    Entry {
+                        key: None,
+                        value: at,
+                    },
+                );
                 Some(p)
             }
-            Some(Frame::Mapping { path, key }) => match key.take() {
+            Some(Frame::Mapping { path, key, first }) => match key.take() {
                 None => {
                     // this node is a key
                     *key = Some((key_text.unwrap_or("?").to_string(), at));
+                    if std::mem::take(first) {
+                        if let Some(e) = self.entries.get_mut(path.as_str()) {
+                            if (at.line, at.column) < (e.value.line, e.value.column) {
+                                e.value = at;
+                            }
+                        }
+                    }
                     None
                 }
                 Some((k, key_at)) => {
@@ -263,7 +280,11 @@ impl MarkedEventReceiver for Builder {
                 let path = self.node(at, None);
                 self.stack.push(match path {
                     None => Frame::Skip,
-                    Some(path) if is_map => Frame::Mapping { path, key: None },
+                    Some(path) if is_map => Frame::Mapping {
+                        path,
+                        key: None,
+                        first: true,
+                    },
                     Some(path) => Frame::Sequence { path, next: 0 },
                 });
             }
@@ -322,7 +343,13 @@ spec:
 
     #[test]
     fn complex_keys_and_garbage_do_not_panic() {
-        for src in ["? [a, b]\n: c\nd: e\n", "a: [\n", "&x a: *x\n", "- - - -\n", ""] {
+        for src in [
+            "? [a, b]\n: c\nd: e\n",
+            "a: [\n",
+            "&x a: *x\n",
+            "- - - -\n",
+            "",
+        ] {
             let _ = Positions::from_str(src, None);
         }
         let p = Positions::from_str("? [a, b]\n: c\nd: e\n", None);

@@ -36,7 +36,9 @@ pub fn check_agent_name(name: &str) -> Result<(), String> {
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid = name.len() <= 63
-        && name.chars().all(|c| ok_char(c) || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| ok_char(c) || matches!(c, '-' | '_' | '.'))
         && name.starts_with(ok_char)
         && name.ends_with(ok_char);
     if valid {
@@ -51,8 +53,7 @@ pub fn check_agent_name(name: &str) -> Result<(), String> {
 /// Names of networks and volumes: `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 fn is_object_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -69,7 +70,7 @@ fn is_hostname(s: &str) -> bool {
 }
 
 fn cpu_text(c: MilliCpu) -> String {
-    if c.0 % 1000 == 0 {
+    if c.0.is_multiple_of(1000) {
         format!("{}", c.0 / 1000)
     } else {
         format!("{}m", c.0)
@@ -77,8 +78,13 @@ fn cpu_text(c: MilliCpu) -> String {
 }
 
 fn bytes_text(b: Bytes) -> String {
-    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if b.0 >= size && b.0 % size == 0 {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if b.0 >= size && b.0.is_multiple_of(size) {
             return format!("{}{unit}", b.0 / size);
         }
     }
@@ -131,12 +137,15 @@ impl Validator<'_> {
             );
         }
         if a.kind != KIND {
-            self.err("kind", format!("{:?} is not supported (use {KIND})", a.kind));
+            self.err(
+                "kind",
+                format!("{:?} is not supported (use {KIND})", a.kind),
+            );
         }
         if let Err(e) = check_agent_name(&a.metadata.name) {
             self.err("metadata.name", e);
         }
-        for (k, _) in &a.metadata.labels {
+        for k in a.metadata.labels.keys() {
             if k.is_empty() {
                 self.err("metadata.labels", "label names must not be empty");
             }
@@ -182,7 +191,10 @@ impl Validator<'_> {
         }
         if let Some(a) = &s.autoscaling {
             for (name, v) in [
-                ("targetCPUUtilizationPercentage", a.target_cpu_utilization_percentage),
+                (
+                    "targetCPUUtilizationPercentage",
+                    a.target_cpu_utilization_percentage,
+                ),
                 (
                     "targetMemoryUtilizationPercentage",
                     a.target_memory_utilization_percentage,
@@ -345,10 +357,7 @@ impl Validator<'_> {
                     self.err(&tp, "cannot mount over /");
                 } else if let Some(j) = targets.insert(clean, i) {
                     let prev = self.shown(&format!("spec.volumes[{j}]"));
-                    self.err(
-                        &tp,
-                        format!("{:?} is already mounted by {prev}", v.target),
-                    );
+                    self.err(&tp, format!("{:?} is already mounted by {prev}", v.target));
                 }
             }
             match v.kind {
@@ -392,7 +401,10 @@ impl Validator<'_> {
             }
             Probe::Http { path, port, .. } => {
                 if !path.starts_with('/') {
-                    self.err(&format!("{p}.http.path"), format!("{path:?} must start with /"));
+                    self.err(
+                        &format!("{p}.http.path"),
+                        format!("{path:?} must start with /"),
+                    );
                 }
                 self.port(&format!("{p}.http.port"), *port);
             }
@@ -435,7 +447,10 @@ impl Validator<'_> {
         }
         if let Some(n) = r.limits.pids {
             if n <= 0 {
-                self.err(&format!("{p}.limits.pids"), format!("{n} must be at least 1"));
+                self.err(
+                    &format!("{p}.limits.pids"),
+                    format!("{n} must be at least 1"),
+                );
             }
         }
     }
@@ -702,7 +717,12 @@ mod tests {
             e("A", EnvSource::Value { value: "2".into() }),
             e("B=C", EnvSource::Value { value: "".into() }),
             e("model", EnvSource::Config { key: None }),
-            e("M", EnvSource::Config { key: Some("nope".into()) }),
+            e(
+                "M",
+                EnvSource::Config {
+                    key: Some("nope".into()),
+                },
+            ),
             e(
                 "S",
                 EnvSource::Secret {

@@ -89,7 +89,7 @@ fn decimal_times(num: &str, mult: u64) -> Option<u64> {
         let f: u128 = frac.parse().ok()?;
         let scale = 10u128.pow(frac.len() as u32);
         let part = f * mult as u128;
-        if part % scale != 0 {
+        if !part.is_multiple_of(scale) {
             return None;
         }
         total = total.checked_add(u64::try_from(part / scale).ok()?)?;
@@ -388,10 +388,16 @@ mod tests {
     #[test]
     fn port_mappings() {
         let p = parse_port_mapping("8080:80").unwrap();
-        assert_eq!((p.host, p.container, p.protocol), (Some(8080), 80, Protocol::Tcp));
+        assert_eq!(
+            (p.host, p.container, p.protocol),
+            (Some(8080), 80, Protocol::Tcp)
+        );
         let p = parse_port_mapping("127.0.0.1:80:8080/UDP").unwrap();
         assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
-        assert_eq!((p.host, p.container, p.protocol), (Some(80), 8080, Protocol::Udp));
+        assert_eq!(
+            (p.host, p.container, p.protocol),
+            (Some(80), 8080, Protocol::Udp)
+        );
         let p = parse_port_mapping("[::1]:80:8080").unwrap();
         assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
         let p = parse_port_mapping("127.0.0.1::8080").unwrap();
@@ -402,7 +408,16 @@ mod tests {
             parse_port_mapping("1:70000").unwrap_err(),
             "70000 is not a port (1-65535)"
         );
-        for bad in ["", "a:b", "1:2:3:4", "80:8080/sctp", "x.y:1:2", "[::1", "8000-8010:80", "0"] {
+        for bad in [
+            "",
+            "a:b",
+            "1:2:3:4",
+            "80:8080/sctp",
+            "x.y:1:2",
+            "[::1",
+            "8000-8010:80",
+            "0",
+        ] {
             assert!(parse_port_mapping(bad).is_err(), "{bad:?} accepted");
         }
     }
