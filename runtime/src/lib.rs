@@ -2,3 +2,4 @@
 //! execute that spec (containerd over gRPC, or a plain host process).
 
 pub mod agent;
+pub mod spec;
