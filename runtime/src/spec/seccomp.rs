@@ -1399,3 +1399,1075 @@ pub fn install_filters(filters: &[BpfProgram]) -> Result<(), SeccompError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::values::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
+    use serde_json::Value;
+    use std::collections::{HashMap, HashSet};
+
+    // -----------------------------------------------------------------------------------------
+    // Fixtures.
+    // -----------------------------------------------------------------------------------------
+
+    fn shared_dir() -> PathBuf {
+        match std::env::var_os("AAC_SHARED_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
+        }
+    }
+
+    fn moby_path() -> PathBuf {
+        shared_dir().join("reference/moby-seccomp/default.json")
+    }
+
+    fn read_json(path: &Path) -> Value {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{} (set AAC_SHARED_DIR?): {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn caps(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn default_caps() -> Vec<String> {
+        caps(DEFAULT_CAPABILITIES)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // A small evaluator of profiles: (syscall name, args) -> verdict, with OCI/runc semantics:
+    // the first rule naming the syscall whose argument conditions all hold decides (conditions
+    // on a repeated argument index are alternatives, as in runc); otherwise the default action.
+    // -----------------------------------------------------------------------------------------
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Verdict {
+        action: String,
+        errno: Option<u32>,
+    }
+
+    impl Verdict {
+        fn new(action: &str, errno_ret: Option<u32>) -> Self {
+            let errno = match action {
+                "SCMP_ACT_ERRNO" | "SCMP_ACT_TRACE" => Some(errno_ret.unwrap_or(EPERM)),
+                _ => None,
+            };
+            Self {
+                action: action.to_string(),
+                errno,
+            }
+        }
+
+        fn allowed(&self) -> bool {
+            self.action == "SCMP_ACT_ALLOW" || self.action == "SCMP_ACT_LOG"
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Cond {
+        index: usize,
+        op: String,
+        value: u64,
+        value_two: u64,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Rule {
+        verdict: Verdict,
+        conds: Vec<Cond>,
+        /// Some argument index is compared more than once: the conditions are alternatives.
+        repeated: bool,
+    }
+
+    struct Evaluator {
+        default: Verdict,
+        by_name: HashMap<String, Vec<Rule>>,
+    }
+
+    fn json_conds(entry: &Value) -> Vec<Cond> {
+        entry["args"]
+            .as_array()
+            .map(|args| {
+                args.iter()
+                    .map(|a| Cond {
+                        index: a["index"].as_u64().unwrap() as usize,
+                        op: a["op"].as_str().unwrap().to_string(),
+                        value: a["value"].as_u64().unwrap(),
+                        value_two: a["valueTwo"].as_u64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn json_names(entry: &Value) -> Vec<String> {
+        let mut names: Vec<String> = entry["names"]
+            .as_array()
+            .map(|n| n.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        if let Some(name) = entry["name"].as_str() {
+            names.push(name.to_string());
+        }
+        names
+    }
+
+    impl Evaluator {
+        fn new(default: Verdict) -> Self {
+            Self {
+                default,
+                by_name: HashMap::new(),
+            }
+        }
+
+        fn push(&mut self, entry: &Value) {
+            let conds = json_conds(entry);
+            let mut seen = HashSet::new();
+            let repeated = conds.iter().any(|c| !seen.insert(c.index));
+            let rule = Rule {
+                verdict: Verdict::new(
+                    entry["action"].as_str().unwrap(),
+                    entry["errnoRet"].as_u64().map(|e| e as u32),
+                ),
+                conds,
+                repeated,
+            };
+            for name in json_names(entry) {
+                self.by_name.entry(name).or_default().push(rule.clone());
+            }
+        }
+
+        /// An OCI `linux.seccomp` object, read from its JSON form as a runtime would.
+        fn oci(profile: &LinuxSeccomp) -> Self {
+            let json = serde_json::to_value(profile).unwrap();
+            let mut eval = Self::new(Verdict::new(
+                json["defaultAction"].as_str().unwrap(),
+                json["defaultErrnoRet"].as_u64().map(|e| e as u32),
+            ));
+            for entry in json["syscalls"].as_array().into_iter().flatten() {
+                eval.push(entry);
+            }
+            eval
+        }
+
+        /// moby's profile as dockerd resolves it for a container: on `go_arch`, with the
+        /// capabilities `caps` (names with `CAP_`) and a kernel of version `kernel`.
+        fn moby(json: &Value, go_arch: &str, caps: &HashSet<String>, kernel: (u64, u64)) -> Self {
+            let mut eval = Self::new(Verdict::new(
+                json["defaultAction"].as_str().unwrap(),
+                json["defaultErrnoRet"].as_u64().map(|e| e as u32),
+            ));
+            let strings = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default()
+            };
+            let kernel_at_least = |v: &Value| -> Option<bool> {
+                v.as_str().map(|min| {
+                    let (maj, min) = min.split_once('.').unwrap();
+                    kernel >= (maj.parse().unwrap(), min.parse().unwrap())
+                })
+            };
+            for entry in json["syscalls"].as_array().unwrap() {
+                let inc = &entry["includes"];
+                if !inc.is_null() {
+                    let arches = strings(&inc["arches"]);
+                    if !arches.is_empty() && !arches.iter().any(|a| a == go_arch) {
+                        continue;
+                    }
+                    if !strings(&inc["caps"]).iter().all(|c| caps.contains(c)) {
+                        continue;
+                    }
+                    if kernel_at_least(&inc["minKernel"]) == Some(false) {
+                        continue;
+                    }
+                }
+                let exc = &entry["excludes"];
+                if !exc.is_null() {
+                    if strings(&exc["arches"]).iter().any(|a| a == go_arch) {
+                        continue;
+                    }
+                    if strings(&exc["caps"]).iter().any(|c| caps.contains(c)) {
+                        continue;
+                    }
+                    if kernel_at_least(&exc["minKernel"]) == Some(true) {
+                        continue;
+                    }
+                }
+                eval.push(entry);
+            }
+            eval
+        }
+
+        fn verdict(&self, name: &str, args: &[u64; 6]) -> &Verdict {
+            for rule in self.by_name.get(name).into_iter().flatten() {
+                if rule_matches(rule, args) {
+                    return &rule.verdict;
+                }
+            }
+            &self.default
+        }
+    }
+
+    fn cond_holds(c: &Cond, args: &[u64; 6]) -> bool {
+        let v = args[c.index];
+        match c.op.as_str() {
+            "SCMP_CMP_NE" => v != c.value,
+            "SCMP_CMP_LT" => v < c.value,
+            "SCMP_CMP_LE" => v <= c.value,
+            "SCMP_CMP_EQ" => v == c.value,
+            "SCMP_CMP_GE" => v >= c.value,
+            "SCMP_CMP_GT" => v > c.value,
+            "SCMP_CMP_MASKED_EQ" => v & c.value == c.value_two,
+            other => panic!("unknown operator {other}"),
+        }
+    }
+
+    fn rule_matches(rule: &Rule, args: &[u64; 6]) -> bool {
+        if rule.conds.is_empty() {
+            return true;
+        }
+        if rule.repeated {
+            rule.conds.iter().any(|c| cond_holds(c, args))
+        } else {
+            rule.conds.iter().all(|c| cond_holds(c, args))
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The sample space: syscall names, argument vectors, capability sets, architectures.
+    // -----------------------------------------------------------------------------------------
+
+    /// Every syscall name of x86_64, i386, aarch64 and arm (from the `syscalls` crate), every
+    /// name in moby's profile, and every name in ours.
+    fn all_syscall_names(moby: &Value) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        names.extend(syscalls::x86_64::Sysno::iter().map(|s| s.name().to_string()));
+        names.extend(syscalls::x86::Sysno::iter().map(|s| s.name().to_string()));
+        names.extend(syscalls::aarch64::Sysno::iter().map(|s| s.name().to_string()));
+        names.extend(syscalls::arm::Sysno::iter().map(|s| s.name().to_string()));
+        for entry in moby["syscalls"].as_array().unwrap() {
+            names.extend(json_names(entry));
+        }
+        for arch in [SeccompArch::X86_64, SeccompArch::Aarch64] {
+            let profile = default_profile_for_arch(arch, &caps(&["ALL"]));
+            for entry in profile.syscalls().as_deref().unwrap() {
+                names.extend(entry.names().iter().cloned());
+            }
+        }
+        names
+    }
+
+    /// Argument vectors worth trying for syscalls some rule inspects: every compared value and
+    /// its neighbours, every single bit, every combination of clone's namespace flags (alone
+    /// and with the flags of a thread or fork), all socket families, and extremes; each at
+    /// every argument position.
+    fn argument_vectors(profiles: &[&Value]) -> Vec<[u64; 6]> {
+        let mut values: BTreeSet<u64> = [0, 1, 2, 0x7fff_ffff, 0xffff_ffff, u64::MAX].into();
+        for k in 0..64 {
+            values.insert(1u64 << k);
+        }
+        values.extend(0..=64u64);
+        let ns_bits: Vec<u64> = (0..64)
+            .map(|k| 1u64 << k)
+            .filter(|b| CLONE_NAMESPACE_FLAGS & b != 0)
+            .collect();
+        for subset in 0u32..(1 << ns_bits.len()) {
+            let flags: u64 = ns_bits
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| subset & (1 << i) != 0)
+                .map(|(_, b)| b)
+                .sum();
+            values.insert(flags);
+            values.insert(flags | 0x003d_0f00); // pthread_create's clone flags
+            values.insert(flags | 0x0120_0011); // fork's: CLONE_CHILD_SETTID|CLEARTID|SIGCHLD
+        }
+        for profile in profiles {
+            for entry in profile["syscalls"].as_array().into_iter().flatten() {
+                for c in json_conds(entry) {
+                    for v in [c.value, c.value_two] {
+                        values.extend([v, v.wrapping_sub(1), v.wrapping_add(1), v | 0x4_0000]);
+                    }
+                }
+            }
+        }
+        let mut vectors = vec![[0u64; 6]];
+        for v in values {
+            for i in 0..6 {
+                let mut args = [0u64; 6];
+                args[i] = v;
+                vectors.push(args);
+            }
+        }
+        vectors
+    }
+
+    /// Names some rule of `profiles` compares arguments of.
+    fn names_with_arg_rules(profiles: &[&Value]) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for profile in profiles {
+            for entry in profile["syscalls"].as_array().into_iter().flatten() {
+                if !json_conds(entry).is_empty() {
+                    names.extend(json_names(entry));
+                }
+            }
+        }
+        names
+    }
+
+    struct Scenario {
+        arch: SeccompArch,
+        go_arch: &'static str,
+        label: String,
+        caps: Vec<String>,
+        kernel: (u64, u64),
+    }
+
+    /// No capabilities, Docker's default 14, the default plus each other capability, each
+    /// capability alone, and all of them; on x86_64 and aarch64; on an old and a new kernel.
+    fn scenarios() -> Vec<Scenario> {
+        let mut sets: Vec<(String, Vec<String>)> = vec![
+            ("none".into(), Vec::new()),
+            ("default".into(), default_caps()),
+            ("all".into(), caps(ALL_CAPABILITIES)),
+        ];
+        for cap in ALL_CAPABILITIES {
+            if !DEFAULT_CAPABILITIES.contains(cap) {
+                let mut set = default_caps();
+                set.push(cap.to_string());
+                sets.push((format!("default+{cap}"), set));
+            }
+            sets.push((format!("only {cap}"), caps(&[cap])));
+        }
+        let mut out = Vec::new();
+        for (arch, go_arch) in [
+            (SeccompArch::X86_64, "amd64"),
+            (SeccompArch::Aarch64, "arm64"),
+        ] {
+            for kernel in [(4, 4), (6, 12)] {
+                for (label, caps) in &sets {
+                    out.push(Scenario {
+                        arch,
+                        go_arch,
+                        label: label.clone(),
+                        caps: caps.clone(),
+                        kernel,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn cap_prefixed(caps: &[String]) -> HashSet<String> {
+        caps.iter().map(|c| format!("CAP_{c}")).collect()
+    }
+
+    /// The (scenario, syscall, args) where moby denies and the profile from `ours` allows.
+    struct Looser {
+        count: usize,
+        syscalls: BTreeSet<String>,
+        examples: Vec<String>,
+    }
+
+    fn looser_than_moby(ours: impl Fn(&Scenario) -> LinuxSeccomp) -> Looser {
+        let moby = read_json(&moby_path());
+        let names = all_syscall_names(&moby);
+        let mut found = Looser {
+            count: 0,
+            syscalls: BTreeSet::new(),
+            examples: Vec::new(),
+        };
+        for scenario in scenarios() {
+            let profile = ours(&scenario);
+            let ours_json = serde_json::to_value(&profile).unwrap();
+            let with_args = names_with_arg_rules(&[&moby, &ours_json]);
+            let vectors = argument_vectors(&[&moby, &ours_json]);
+            let moby_eval = Evaluator::moby(
+                &moby,
+                scenario.go_arch,
+                &cap_prefixed(&scenario.caps),
+                scenario.kernel,
+            );
+            let ours_eval = Evaluator::oci(&profile);
+            let zero = [[0u64; 6]];
+            for name in &names {
+                let args_list: &[[u64; 6]] = if with_args.contains(name) {
+                    &vectors
+                } else {
+                    &zero
+                };
+                for args in args_list {
+                    let theirs = moby_eval.verdict(name, args);
+                    let mine = ours_eval.verdict(name, args);
+                    if !theirs.allowed() && mine.allowed() {
+                        found.count += 1;
+                        found.syscalls.insert(name.clone());
+                        if found.examples.len() < 40 {
+                            found.examples.push(format!(
+                                "arch={:?} syscall={name} args={args:x?} caps={} kernel={:?}: \
+                                 moby {theirs:?}, aac {mine:?}",
+                                scenario.arch, scenario.label, scenario.kernel
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The comparison with moby.
+    // -----------------------------------------------------------------------------------------
+
+    #[test]
+    fn denies_everything_moby_denies() {
+        let found = looser_than_moby(|s| default_profile_for_arch(s.arch, &s.caps));
+        assert!(
+            found.count == 0,
+            "aac's default profile allows {} calls that moby's denies ({:?}), e.g.:\n{}",
+            found.count,
+            found.syscalls,
+            found.examples.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_comparison_catches_a_profile_looser_than_moby() {
+        // Our profile plus three holes: keyctl, socket with any family, clone with any flags.
+        let holes = looser_than_moby(|s| {
+            let mut profile = default_profile_for_arch(s.arch, &s.caps);
+            let mut calls = profile.syscalls().clone().unwrap();
+            calls.insert(
+                0,
+                rule(
+                    ["keyctl", "socket", "clone"],
+                    LinuxSeccompAction::ScmpActAllow,
+                    None,
+                    Vec::new(),
+                )
+                .unwrap(),
+            );
+            profile.set_syscalls(Some(calls));
+            profile
+        });
+        assert!(holes.count > 0, "the comparison found nothing");
+        let found: Vec<&str> = holes.syscalls.iter().map(String::as_str).collect();
+        assert_eq!(
+            found,
+            ["clone", "keyctl", "socket"],
+            "{}",
+            holes.examples.join("\n")
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // What the default profile allows and denies.
+    // -----------------------------------------------------------------------------------------
+
+    fn verdict(profile: &LinuxSeccomp, name: &str, args: &[u64]) -> Verdict {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        Evaluator::oci(profile).verdict(name, &a).clone()
+    }
+
+    #[test]
+    fn default_profile_allows_what_a_service_needs() {
+        for arch in [SeccompArch::X86_64, SeccompArch::Aarch64] {
+            let p = default_profile_for_arch(arch, &default_caps());
+            let allowed: &[(&str, &[u64])] = &[
+                ("read", &[]),
+                ("write", &[]),
+                ("openat", &[]),
+                ("mmap", &[]),
+                ("execve", &[]),
+                ("exit_group", &[]),
+                ("futex", &[]),
+                ("epoll_pwait", &[]),
+                ("clone", &[0x003d_0f00]),
+                ("clone", &[0x0120_0011]),
+                ("socket", &[1, 1]),
+                ("socket", &[2, 1]),
+                ("socket", &[10, 2]),
+                ("socket", &[16, 3]),
+                ("personality", &[0xffff_ffff]),
+                ("personality", &[0x8]),
+                ("chroot", &[]), // CAP_SYS_CHROOT is a default capability
+                ("setuid", &[]),
+                ("prctl", &[]),
+                ("getrandom", &[]),
+                ("rseq", &[]),
+            ];
+            for (name, args) in allowed {
+                let v = verdict(&p, name, args);
+                assert!(v.allowed(), "{arch:?}: {name}({args:x?}) -> {v:?}");
+            }
+            let denied: &[(&str, &[u64], u32)] = &[
+                ("keyctl", &[], EPERM),
+                ("add_key", &[], EPERM),
+                ("unshare", &[0x1000_0000], EPERM),
+                ("mount", &[], EPERM),
+                ("ptrace", &[], EPERM),
+                ("bpf", &[], EPERM),
+                ("io_uring_setup", &[], EPERM),
+                ("userfaultfd", &[], EPERM),
+                ("kexec_load", &[], EPERM),
+                ("open_by_handle_at", &[], EPERM),
+                ("clone", &[0x1000_0000 | 0x0120_0011], EPERM),
+                ("clone", &[0x0002_0000], EPERM),
+                ("clone3", &[], ENOSYS),
+                ("socket", &[40, 1], EPERM),
+                ("socket", &[38, 5], EPERM),
+                ("personality", &[0x0004_0000], EPERM),
+                ("settimeofday", &[], EPERM),
+                ("reboot", &[], EPERM),
+                ("init_module", &[], EPERM),
+                ("syslog", &[], EPERM),
+                ("perf_event_open", &[], EPERM),
+            ];
+            for (name, args, errno) in denied {
+                let v = verdict(&p, name, args);
+                assert_eq!(
+                    v,
+                    Verdict::new("SCMP_ACT_ERRNO", Some(*errno)),
+                    "{arch:?}: {name}({args:x?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn capability_gated_syscalls_follow_the_capabilities() {
+        let arch = SeccompArch::X86_64;
+        let gated: &[(&str, &str)] = &[
+            ("SYS_ADMIN", "mount"),
+            ("SYS_ADMIN", "unshare"),
+            ("SYS_ADMIN", "setns"),
+            ("SYS_ADMIN", "clone3"),
+            ("SYS_PTRACE", "ptrace"),
+            ("SYS_PTRACE", "process_vm_readv"),
+            ("SYS_MODULE", "finit_module"),
+            ("SYS_BOOT", "reboot"),
+            ("SYS_TIME", "clock_settime"),
+            ("SYS_NICE", "mbind"),
+            ("SYSLOG", "syslog"),
+            ("SYS_RAWIO", "iopl"),
+            ("SYS_PACCT", "acct"),
+            ("SYS_TTY_CONFIG", "vhangup"),
+            ("BPF", "bpf"),
+            ("PERFMON", "perf_event_open"),
+            ("DAC_READ_SEARCH", "open_by_handle_at"),
+        ];
+        for (cap, name) in gated {
+            let without = default_profile_for_arch(arch, &default_caps());
+            assert!(
+                !verdict(&without, name, &[]).allowed(),
+                "{name} without {cap}"
+            );
+            // Spelled the three ways a user might.
+            for spelling in [cap.to_string(), format!("CAP_{cap}"), cap.to_lowercase()] {
+                let mut set = default_caps();
+                set.push(spelling.clone());
+                let with = default_profile_for_arch(arch, &set);
+                assert!(
+                    verdict(&with, name, &[]).allowed(),
+                    "{name} with {spelling}"
+                );
+            }
+        }
+        let all = default_profile_for_arch(arch, &caps(&["ALL"]));
+        assert!(verdict(&all, "clone", &[0x1000_0000]).allowed());
+        assert!(verdict(&all, "mount", &[]).allowed());
+        // Nothing unlocks what no capability should.
+        assert!(!verdict(&all, "keyctl", &[]).allowed());
+        assert!(!verdict(&all, "kexec_load", &[]).allowed());
+        assert!(!verdict(&all, "socket", &[40]).allowed());
+        assert!(!verdict(&all, "personality", &[0x0004_0000]).allowed());
+    }
+
+    #[test]
+    fn architecture_private_syscalls_follow_the_architecture() {
+        let x86 = default_profile_for_arch(SeccompArch::X86_64, &default_caps());
+        let arm = default_profile_for_arch(SeccompArch::Aarch64, &default_caps());
+        for name in ["arch_prctl", "modify_ldt"] {
+            assert!(verdict(&x86, name, &[]).allowed(), "{name} on x86_64");
+            assert!(!verdict(&arm, name, &[]).allowed(), "{name} on aarch64");
+        }
+        for name in [
+            "set_tls",
+            "cacheflush",
+            "arm_fadvise64_64",
+            "sync_file_range2",
+        ] {
+            assert!(verdict(&arm, name, &[]).allowed(), "{name} on aarch64");
+            assert!(!verdict(&x86, name, &[]).allowed(), "{name} on x86_64");
+        }
+        assert_eq!(
+            x86.architectures().as_deref(),
+            Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..])
+        );
+        assert_eq!(
+            arm.architectures().as_deref(),
+            Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
+        );
+        let host = default_profile(&default_caps());
+        match SeccompArch::host() {
+            Some(arch) => assert_eq!(host, default_profile_for_arch(arch, &default_caps())),
+            None => assert_eq!(host.architectures().as_deref(), Some(&[][..])),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The JSON form against the OCI runtime-spec schema.
+    // -----------------------------------------------------------------------------------------
+
+    /// Checks `value` against `schema`, for the subset of JSON Schema the runtime-spec uses
+    /// for `linux.seccomp` ($ref, type, properties, required, enum, items, minItems, minimum,
+    /// maximum); besides, objects may only have the keys the schema lists.
+    fn check_schema(schema: &Value, file: &str, value: &Value, at: &str, errors: &mut Vec<String>) {
+        let dir = shared_dir().join("reference/oci-runtime-spec-schema");
+        if let Some(reference) = schema["$ref"].as_str() {
+            let (ref_file, pointer) = reference.split_once('#').unwrap();
+            let ref_file = if ref_file.is_empty() { file } else { ref_file };
+            let doc = read_json(&dir.join(ref_file));
+            let target = doc
+                .pointer(pointer)
+                .unwrap_or_else(|| panic!("{reference}"));
+            return check_schema(target, ref_file, value, at, errors);
+        }
+        match schema["type"].as_str() {
+            Some("object") if !value.is_object() => errors.push(format!("{at}: not an object")),
+            Some("array") if !value.is_array() => errors.push(format!("{at}: not an array")),
+            Some("string") if !value.is_string() => errors.push(format!("{at}: not a string")),
+            Some("integer") if !(value.is_u64() || value.is_i64()) => {
+                errors.push(format!("{at}: not an integer"))
+            }
+            _ => {}
+        }
+        if let Some(choices) = schema["enum"].as_array() {
+            if !choices.contains(value) {
+                errors.push(format!("{at}: {value} is not one of {choices:?}"));
+            }
+        }
+        if let Some(min) = schema["minimum"].as_u64() {
+            if !matches!(value.as_u64(), Some(v) if v >= min) {
+                errors.push(format!("{at}: {value} < {min}"));
+            }
+        }
+        if let Some(max) = schema["maximum"].as_u64() {
+            if !matches!(value.as_u64(), Some(v) if v <= max) {
+                errors.push(format!("{at}: {value} > {max}"));
+            }
+        }
+        if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+            for key in schema["required"].as_array().into_iter().flatten() {
+                if !obj.contains_key(key.as_str().unwrap()) {
+                    errors.push(format!("{at}: missing required {key}"));
+                }
+            }
+            for (key, v) in obj {
+                match props.get(key) {
+                    Some(s) => check_schema(s, file, v, &format!("{at}.{key}"), errors),
+                    None => errors.push(format!("{at}: unknown key {key}")),
+                }
+            }
+        }
+        if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+            if let Some(min) = schema["minItems"].as_u64() {
+                if (array.len() as u64) < min {
+                    errors.push(format!("{at}: fewer than {min} items"));
+                }
+            }
+            for (i, v) in array.iter().enumerate() {
+                check_schema(items, file, v, &format!("{at}[{i}]"), errors);
+            }
+        }
+    }
+
+    fn seccomp_schema() -> Value {
+        let doc =
+            read_json(&shared_dir().join("reference/oci-runtime-spec-schema/config-linux.json"));
+        doc["linux"]["properties"]["seccomp"].clone()
+    }
+
+    #[test]
+    fn default_profile_json_matches_the_oci_schema() {
+        let schema = seccomp_schema();
+        for arch in [SeccompArch::X86_64, SeccompArch::Aarch64] {
+            for set in [Vec::new(), default_caps(), caps(&["ALL"])] {
+                let json = serde_json::to_value(default_profile_for_arch(arch, &set)).unwrap();
+                let mut errors = Vec::new();
+                check_schema(
+                    &schema,
+                    "config-linux.json",
+                    &json,
+                    "linux.seccomp",
+                    &mut errors,
+                );
+                assert!(errors.is_empty(), "{}", errors.join("\n"));
+
+                assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+                assert_eq!(json["defaultErrnoRet"], 1);
+                let calls = json["syscalls"].as_array().unwrap();
+                assert!(calls.len() > 5);
+                for call in calls {
+                    let names = call["names"].as_array().unwrap();
+                    assert!(!names.is_empty());
+                    assert!(names.iter().all(|n| !n.as_str().unwrap().is_empty()));
+                }
+                let first = calls[0]["names"].as_array().unwrap();
+                assert!(
+                    first.len() > 250,
+                    "main allowlist has {} names",
+                    first.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_check_rejects_bad_json() {
+        let schema = seccomp_schema();
+        let bad = serde_json::json!({
+            "defaultAction": "SCMP_ACT_DENY",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": [], "action": "SCMP_ACT_ALLOW",
+                          "args": [{"index": 0, "value": 1, "op": "EQ"}]}],
+            "default_errno": 1
+        });
+        let mut errors = Vec::new();
+        check_schema(
+            &schema,
+            "config-linux.json",
+            &bad,
+            "linux.seccomp",
+            &mut errors,
+        );
+        let all = errors.join("\n");
+        for expected in [
+            "SCMP_ACT_DENY",
+            "fewer than 1",
+            "\"EQ\"",
+            "unknown key default_errno",
+        ] {
+            assert!(all.contains(expected), "{expected} not reported in:\n{all}");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Loading profiles.
+    // -----------------------------------------------------------------------------------------
+
+    fn temp_file(name: &str, content: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("aac-seccomp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn moby_profiles_resolve_like_dockerd() {
+        // The loader's result, evaluated as an OCI profile, must give exactly the verdicts of
+        // moby's profile evaluated directly, for every scenario (as on that architecture).
+        let moby = read_json(&moby_path());
+        let names = all_syscall_names(&moby);
+        let with_args = names_with_arg_rules(&[&moby]);
+        let vectors = argument_vectors(&[&moby]);
+        let mut mismatches = Vec::new();
+        for s in scenarios() {
+            let file: FileProfile = serde_json::from_value(moby.clone()).unwrap();
+            let host = Host {
+                go_arch: s.go_arch,
+                seccomp_arch: Some(match s.arch {
+                    SeccompArch::X86_64 => "SCMP_ARCH_X86_64",
+                    SeccompArch::Aarch64 => "SCMP_ARCH_AARCH64",
+                }),
+                kernel: Ok(s.kernel),
+            };
+            let loaded = resolve_profile(file, &CapSet::new(&s.caps), &host, &moby_path()).unwrap();
+            assert_eq!(
+                loaded.architectures().as_deref(),
+                Some(&s.arch.oci_architectures()[..])
+            );
+            let ours = Evaluator::oci(&loaded);
+            let theirs = Evaluator::moby(&moby, s.go_arch, &cap_prefixed(&s.caps), s.kernel);
+            for name in &names {
+                let zero = [[0u64; 6]];
+                let list: &[[u64; 6]] = if with_args.contains(name) {
+                    &vectors
+                } else {
+                    &zero
+                };
+                for args in list {
+                    let (a, b) = (ours.verdict(name, args), theirs.verdict(name, args));
+                    if a != b && mismatches.len() < 20 {
+                        mismatches.push(format!(
+                            "{:?} {} {:?} {name}({args:x?}): loaded {a:?}, moby {b:?}",
+                            s.arch, s.label, s.kernel
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    #[test]
+    fn load_profile_reads_moby_and_oci_files() {
+        let loaded = load_profile(&moby_path(), &default_caps()).unwrap();
+        assert_eq!(loaded.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(loaded.default_errno_ret(), Some(1));
+        if let Some(arch) = SeccompArch::host() {
+            assert_eq!(
+                loaded.architectures().as_deref(),
+                Some(&arch.oci_architectures()[..])
+            );
+        }
+        let eval = Evaluator::oci(&loaded);
+        assert!(eval.verdict("read", &[0; 6]).allowed());
+        assert!(!eval.verdict("unshare", &[0; 6]).allowed());
+        let admin = load_profile(&moby_path(), &caps(&["CAP_SYS_ADMIN"])).unwrap();
+        assert!(Evaluator::oci(&admin).verdict("unshare", &[0; 6]).allowed());
+
+        // An OCI profile comes back unchanged.
+        let ours = default_profile_for_arch(SeccompArch::Aarch64, &default_caps());
+        let path = temp_file("oci.json", &serde_json::to_string_pretty(&ours).unwrap());
+        assert_eq!(load_profile(&path, &[]).unwrap(), ours);
+    }
+
+    #[test]
+    fn load_profile_reports_bad_files() {
+        let missing = load_profile(Path::new("/nonexistent/aac/profile.json"), &[]);
+        assert!(
+            matches!(missing, Err(SeccompError::Read { .. })),
+            "{missing:?}"
+        );
+
+        let cases: &[(&str, &str, &str)] = &[
+            ("syntax.json", "{\"defaultAction\": ", "EOF"),
+            (
+                "action.json",
+                r#"{"defaultAction": "SCMP_ACT_DENY"}"#,
+                "SCMP_ACT_DENY",
+            ),
+            (
+                "op.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["socket"],
+                   "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 1, "op": "EQ"}]}]}"#,
+                "EQ",
+            ),
+            (
+                "index.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["socket"],
+                   "action": "SCMP_ACT_ALLOW",
+                   "args": [{"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}]}"#,
+                "argument 6",
+            ),
+            (
+                "names.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": [],
+                   "action": "SCMP_ACT_ALLOW"}]}"#,
+                "empty syscall name",
+            ),
+            (
+                "kernel.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["ptrace"],
+                   "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "four"}}]}"#,
+                "minKernel \"four\"",
+            ),
+            (
+                "notify.json",
+                r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#,
+                "SCMP_ACT_NOTIFY",
+            ),
+        ];
+        for (file, content, expected) in cases {
+            let path = temp_file(file, content);
+            let err = load_profile(&path, &[]).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(expected), "{file}: {message}");
+            assert!(
+                message.contains(&path.display().to_string()),
+                "{file}: {message}"
+            );
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // BPF.
+    // -----------------------------------------------------------------------------------------
+
+    #[test]
+    fn default_profiles_compile_to_bpf() {
+        for arch in [SeccompArch::X86_64, SeccompArch::Aarch64] {
+            let default =
+                compile_bpf(&default_profile_for_arch(arch, &default_caps()), arch).unwrap();
+            // Main filter, plus one for clone3's ENOSYS.
+            assert_eq!(default.len(), 2, "{arch:?}");
+            assert!(default.iter().all(|p| !p.is_empty() && p.len() < 4096));
+            let admin =
+                compile_bpf(&default_profile_for_arch(arch, &caps(&["SYS_ADMIN"])), arch).unwrap();
+            assert_eq!(admin.len(), 1, "{arch:?}: clone3 is allowed with SYS_ADMIN");
+            assert!(admin[0].len() > default[0].len());
+        }
+        // moby's profile (as loaded for this host) compiles too.
+        if let Some(arch) = SeccompArch::host() {
+            let moby = load_profile(&moby_path(), &default_caps()).unwrap();
+            assert_eq!(compile_bpf(&moby, arch).unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn compile_bpf_rejects_what_it_cannot_express() {
+        let mut profile = default_profile_for_arch(SeccompArch::X86_64, &default_caps());
+        let mut calls = profile.syscalls().clone().unwrap();
+        calls.push(
+            rule(
+                ["socket"],
+                LinuxSeccompAction::ScmpActKillProcess,
+                None,
+                vec![arg(0, LinuxSeccompOperator::ScmpCmpEq, 40, None).unwrap()],
+            )
+            .unwrap(),
+        );
+        profile.set_syscalls(Some(calls));
+        let err = compile_bpf(&profile, SeccompArch::X86_64).unwrap_err();
+        assert!(
+            matches!(&err, SeccompError::UnsupportedForBpf { syscall, .. } if syscall == "socket"),
+            "{err}"
+        );
+
+        let mut notify = default_profile_for_arch(SeccompArch::X86_64, &[]);
+        notify.set_default_action(LinuxSeccompAction::ScmpActNotify);
+        assert!(matches!(
+            compile_bpf(&notify, SeccompArch::X86_64),
+            Err(SeccompError::UnsupportedForBpf { .. })
+        ));
+    }
+
+    /// Runs in the forked child: only raw syscalls, no allocation. Returns 0 when every check
+    /// passes, otherwise the number of the first failing check.
+    fn child_checks(filters: &[BpfProgram]) -> i32 {
+        use syscalls::{syscall, Errno, Sysno};
+        if install_filters(filters).is_err() {
+            return 1;
+        }
+        // SAFETY (all blocks below): raw syscalls with integer arguments or pointers to live
+        // stack buffers; denied ones never reach the kernel's implementation.
+        unsafe {
+            if !matches!(syscall!(Sysno::getpid), Ok(pid) if pid > 0) {
+                return 2;
+            }
+            if syscall!(Sysno::add_key, 0, 0, 0, 0, 0) != Err(Errno::EPERM) {
+                return 3;
+            }
+            if syscall!(Sysno::keyctl, 0, 0, 0, 0, 0) != Err(Errno::EPERM) {
+                return 4;
+            }
+            if syscall!(Sysno::unshare, 0x1000_0000) != Err(Errno::EPERM) {
+                return 5;
+            }
+            // Without the filter the kernel answers EINVAL (size 0); the filter says ENOSYS.
+            if syscall!(Sysno::clone3, 0, 0) != Err(Errno::ENOSYS) {
+                return 6;
+            }
+            if syscall!(Sysno::socket, 40, 1, 0) != Err(Errno::EPERM) {
+                return 7;
+            }
+            match syscall!(Sysno::socket, 2, 1, 0) {
+                Ok(fd) => {
+                    let _ = syscall!(Sysno::close, fd);
+                }
+                Err(_) => return 8,
+            }
+            if syscall!(Sysno::personality, 0xffff_ffffu64).is_err() {
+                return 9;
+            }
+            if syscall!(Sysno::personality, 0x0004_0000) != Err(Errno::EPERM) {
+                return 10;
+            }
+            if syscall!(Sysno::mount, 0, 0, 0, 0, 0) != Err(Errno::EPERM) {
+                return 11;
+            }
+            if syscall!(Sysno::ptrace, 0, 0, 0, 0) != Err(Errno::EPERM) {
+                return 12;
+            }
+            // /proc/self/status must say "Seccomp:\t2" (filter mode).
+            let path = b"/proc/self/status\0";
+            let at_fdcwd = -100isize as usize;
+            let Ok(fd) = syscall!(Sysno::openat, at_fdcwd, path.as_ptr(), 0) else {
+                return 13;
+            };
+            let mut buf = [0u8; 16384];
+            let mut len = 0;
+            while len < buf.len() {
+                match syscall!(Sysno::read, fd, buf.as_mut_ptr().add(len), buf.len() - len) {
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(_) => return 14,
+                }
+            }
+            let _ = syscall!(Sysno::close, fd);
+            let needle = b"\nSeccomp:\t2\n";
+            if !buf[..len].windows(needle.len()).any(|w| w == needle) {
+                return 15;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn installed_default_filter_denies_in_a_child_process() {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, ForkResult};
+        let Some(arch) = SeccompArch::host() else {
+            eprintln!("skipped: no seccomp tables for {}", std::env::consts::ARCH);
+            return;
+        };
+        let filters = compile_bpf(&default_profile_for_arch(arch, &default_caps()), arch).unwrap();
+        // SAFETY: the child only makes raw syscalls (no allocation, no locks) and _exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                let code = child_checks(&filters);
+                // SAFETY: exit_group ends the child at once, without running atexit handlers.
+                unsafe {
+                    let _ = syscalls::syscall!(syscalls::Sysno::exit_group, code);
+                }
+                unreachable!("exit_group returned");
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                let what = [
+                    "",
+                    "installing the filters",
+                    "getpid allowed",
+                    "add_key -> EPERM",
+                    "keyctl -> EPERM",
+                    "unshare(CLONE_NEWUSER) -> EPERM",
+                    "clone3 -> ENOSYS",
+                    "socket(AF_VSOCK) -> EPERM",
+                    "socket(AF_INET) allowed",
+                    "personality(query) allowed",
+                    "personality(ADDR_NO_RANDOMIZE) -> EPERM",
+                    "mount -> EPERM",
+                    "ptrace -> EPERM",
+                    "open /proc/self/status",
+                    "read /proc/self/status",
+                    "Seccomp:\\t2 in /proc/self/status",
+                ];
+                match status {
+                    WaitStatus::Exited(_, 0) => {}
+                    WaitStatus::Exited(_, code) => panic!(
+                        "check {code} failed in the filtered child: {}",
+                        what.get(code as usize).unwrap_or(&"?")
+                    ),
+                    other => panic!("filtered child ended with {other:?}"),
+                }
+            }
+        }
+    }
+}
