@@ -2349,6 +2349,155 @@ mod tests {
         ));
     }
 
+    /// Runs a program of the classic-BPF instructions seccompiler emits on a `seccomp_data`.
+    fn run_bpf(program: &[seccompiler::sock_filter], data: &[u8; 64]) -> u32 {
+        let mut acc: u32 = 0;
+        let mut pc = 0usize;
+        loop {
+            let ins = &program[pc];
+            pc += 1;
+            let k = ins.k;
+            let jump = |cond: bool| usize::from(if cond { ins.jt } else { ins.jf });
+            match ins.code {
+                0x20 => {
+                    // BPF_LD | BPF_W | BPF_ABS
+                    let o = k as usize;
+                    acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+                }
+                0x54 => acc &= k,             // BPF_ALU | BPF_AND | BPF_K
+                0x05 => pc += k as usize,     // BPF_JMP | BPF_JA
+                0x15 => pc += jump(acc == k), // BPF_JMP | BPF_JEQ | BPF_K
+                0x25 => pc += jump(acc > k),  // BPF_JMP | BPF_JGT | BPF_K
+                0x35 => pc += jump(acc >= k), // BPF_JMP | BPF_JGE | BPF_K
+                0x06 => return k,             // BPF_RET | BPF_K
+                other => panic!("instruction {other:#x} not interpreted"),
+            }
+        }
+    }
+
+    fn audit_arch(arch: SeccompArch) -> u32 {
+        match arch {
+            SeccompArch::X86_64 => 0xc000_003e,
+            SeccompArch::Aarch64 => 0xc000_00b7,
+        }
+    }
+
+    /// What the kernel decides for a stack of filters: the most restrictive result, the most
+    /// recently installed filter's among equals (kernel/seccomp.c, seccomp_run_filters).
+    fn run_stack(filters: &[BpfProgram], audit: u32, nr: i64, args: &[u64; 6]) -> Verdict {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as i32).to_le_bytes());
+        data[4..8].copy_from_slice(&audit.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let mut ret: u32 = 0x7fff_0000;
+        for filter in filters.iter().rev() {
+            let cur = run_bpf(filter, &data);
+            if ((cur & 0xffff_0000) as i32) < ((ret & 0xffff_0000) as i32) {
+                ret = cur;
+            }
+        }
+        let errno = Some(ret & 0xffff);
+        match ret & 0xffff_0000 {
+            0x7fff_0000 => Verdict::new("SCMP_ACT_ALLOW", None),
+            0x7ffc_0000 => Verdict::new("SCMP_ACT_LOG", None),
+            0x0005_0000 => Verdict::new("SCMP_ACT_ERRNO", errno),
+            0x7ff0_0000 => Verdict::new("SCMP_ACT_TRACE", errno),
+            0x0003_0000 => Verdict::new("SCMP_ACT_TRAP", None),
+            0x8000_0000 => Verdict::new("SCMP_ACT_KILL_PROCESS", None),
+            _ => Verdict::new("SCMP_ACT_KILL_THREAD", None),
+        }
+    }
+
+    /// Every (syscall, args) of the sample space where the compiled filters and the OCI
+    /// evaluator disagree.
+    fn bpf_disagreements(profile: &LinuxSeccomp, arch: SeccompArch, label: &str) -> Vec<String> {
+        let filters = compile_bpf(profile, arch).unwrap();
+        let moby = read_json(&moby_path());
+        let json = serde_json::to_value(profile).unwrap();
+        let names = all_syscall_names(&moby);
+        let with_args = names_with_arg_rules(&[&json]);
+        let vectors = argument_vectors(&[&json]);
+        let eval = Evaluator::oci(profile);
+        let mut out = Vec::new();
+        for name in &names {
+            let Some(nr) = arch.syscall_number(name) else {
+                continue;
+            };
+            let zero = [[0u64; 6]];
+            let list: &[[u64; 6]] = if with_args.contains(name) {
+                &vectors
+            } else {
+                &zero
+            };
+            for args in list {
+                let expected = eval.verdict(name, args);
+                let got = run_stack(&filters, audit_arch(arch), nr, args);
+                if &got != expected && out.len() < 20 {
+                    out.push(format!(
+                        "{arch:?} {label} {name}({args:x?}): BPF {got:?}, profile {expected:?}"
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn compiled_bpf_decides_like_the_profile() {
+        let mut problems = Vec::new();
+        for arch in [SeccompArch::X86_64, SeccompArch::Aarch64] {
+            for (label, set) in [
+                ("none", Vec::new()),
+                ("default", default_caps()),
+                ("default+SYS_ADMIN", {
+                    let mut c = default_caps();
+                    c.push("SYS_ADMIN".into());
+                    c
+                }),
+                ("all", caps(&["ALL"])),
+            ] {
+                let profile = default_profile_for_arch(arch, &set);
+                problems.extend(bpf_disagreements(&profile, arch, label));
+            }
+            // moby's profile as dockerd would resolve it on that architecture.
+            let host = Host {
+                go_arch: match arch {
+                    SeccompArch::X86_64 => "amd64",
+                    SeccompArch::Aarch64 => "arm64",
+                },
+                seccomp_arch: None,
+                kernel: Ok((6, 12)),
+            };
+            let file: FileProfile = serde_json::from_value(read_json(&moby_path())).unwrap();
+            let moby =
+                resolve_profile(file, &CapSet::new(&default_caps()), &host, &moby_path()).unwrap();
+            problems.extend(bpf_disagreements(&moby, arch, "moby default"));
+
+            // Numbers no rule names (an x32 call, a number past the table) get the default;
+            // another ABI is killed.
+            let filters =
+                compile_bpf(&default_profile_for_arch(arch, &default_caps()), arch).unwrap();
+            let eperm = Verdict::new("SCMP_ACT_ERRNO", Some(EPERM));
+            assert_eq!(
+                run_stack(&filters, audit_arch(arch), 0x4000_0000, &[0; 6]),
+                eperm
+            );
+            assert_eq!(run_stack(&filters, audit_arch(arch), 4000, &[0; 6]), eperm);
+            let read = arch.syscall_number("read").unwrap();
+            assert_eq!(
+                run_stack(&filters, audit_arch(arch), read, &[0; 6]),
+                Verdict::new("SCMP_ACT_ALLOW", None)
+            );
+            assert_eq!(
+                run_stack(&filters, 0x4000_0003, read, &[0; 6]).action,
+                "SCMP_ACT_KILL_PROCESS"
+            );
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
     /// Runs in the forked child: only raw syscalls, no allocation. Returns 0 when every check
     /// passes, otherwise the number of the first failing check.
     fn child_checks(filters: &[BpfProgram]) -> i32 {
