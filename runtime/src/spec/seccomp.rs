@@ -67,6 +67,8 @@ pub enum SeccompError {
     Compile(#[from] seccompiler::BackendError),
     #[error("installing the seccomp filter failed: {0}")]
     Install(seccompiler::Error),
+    #[error("no seccomp filter to install")]
+    NoFilters,
 }
 
 /// The architectures aac's default profile and BPF compiler support.
@@ -1074,6 +1076,12 @@ fn resolve_profile(
     }
 
     let mut architectures = file.architectures.unwrap_or_default();
+    if !architectures.is_empty() && file.arch_map.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(invalid(
+            "both architectures and archMap are given; use one of them (as dockerd requires)"
+                .into(),
+        ));
+    }
     if let Some(native) = host.seccomp_arch {
         for entry in file.arch_map.iter().flatten() {
             if entry.architecture != native {
@@ -1101,6 +1109,11 @@ fn resolve_profile(
             continue;
         }
         let mut names = call.names.unwrap_or_default();
+        if call.name.is_some() && !names.is_empty() {
+            return Err(invalid(format!(
+                "syscalls[{i}] has both name and names; use one of them (as dockerd requires)"
+            )));
+        }
         names.extend(call.name);
         if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
             return Err(invalid(format!(
@@ -1394,6 +1407,10 @@ pub fn compile_bpf(
 /// `no_new_privs`. It does not allocate, so a child may call it between `fork` and `exec`
 /// (e.g. from `CommandExt::pre_exec`).
 pub fn install_filters(filters: &[BpfProgram]) -> Result<(), SeccompError> {
+    if filters.is_empty() {
+        // Installing nothing would leave the process unconfined: refuse.
+        return Err(SeccompError::NoFilters);
+    }
     for filter in filters {
         seccompiler::apply_filter(filter).map_err(SeccompError::Install)?;
     }
@@ -2280,6 +2297,18 @@ mod tests {
                 "minKernel \"four\"",
             ),
             (
+                "both-names.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"],
+                   "name": "write", "action": "SCMP_ACT_ALLOW"}]}"#,
+                "both name and names",
+            ),
+            (
+                "both-arches.json",
+                r#"{"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86"],
+                   "archMap": [{"architecture": "SCMP_ARCH_X86_64"}]}"#,
+                "both architectures and archMap",
+            ),
+            (
                 "notify.json",
                 r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#,
                 "SCMP_ACT_NOTIFY",
@@ -2340,6 +2369,8 @@ mod tests {
             matches!(&err, SeccompError::UnsupportedForBpf { syscall, .. } if syscall == "socket"),
             "{err}"
         );
+
+        assert!(matches!(install_filters(&[]), Err(SeccompError::NoFilters)));
 
         let mut notify = default_profile_for_arch(SeccompArch::X86_64, &[]);
         notify.set_default_action(LinuxSeccompAction::ScmpActNotify);
