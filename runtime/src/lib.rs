@@ -2,8 +2,8 @@
 //! execute that spec (containerd over gRPC, or a plain host process).
 
 pub mod agent;
-pub mod health;
 pub mod containerd;
+pub mod health;
 pub mod image_config;
 pub mod logs;
 pub mod spec;

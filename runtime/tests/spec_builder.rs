@@ -383,3 +383,41 @@ fn schema_check_can_fail() {
     let r = std::panic::catch_unwind(|| assert_schema_valid(&broken));
     assert!(r.is_err(), "an invalid spec passed the schema check");
 }
+
+/// The example agents' specs, byte for byte. `AAC_UPDATE_GOLDEN=1` rewrites them after a
+/// deliberate change; review the diff.
+#[test]
+fn golden_specs_of_the_examples() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let image = ImageConfig {
+        cmd: vec!["/usr/local/bin/agent".into()],
+        ..ImageConfig::default()
+    };
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path();
+        let file = dir.join("agent.yaml");
+        if !file.exists() {
+            continue;
+        }
+        let mut agent = load_file(&file).unwrap_or_else(|d| panic!("{}: {d}", file.display()));
+        // Host paths differ per checkout: make bind sources relative to the example again.
+        for v in &mut agent.spec.volumes {
+            if let Ok(rel) = Path::new(&v.source).strip_prefix(&dir) {
+                v.source = format!("<example>/{}", rel.display());
+            }
+        }
+        let spec = build_json(&agent, Some(&image));
+        let got = serde_json::to_string_pretty(&spec).unwrap() + "\n";
+        let golden = dir.join("spec.golden.json");
+        if std::env::var_os("AAC_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!("{} missing: run with AAC_UPDATE_GOLDEN=1", golden.display())
+        });
+        assert_eq!(got, want, "{} differs from its golden spec", dir.display());
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} examples found");
+}
