@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod health;
 pub mod image_config;
 pub mod logs;
+pub mod record;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use containerd_client::services::v1::container::Runtime;
-use containerd_client::services::v1::snapshots::{ListSnapshotsRequest, PrepareSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest,
+};
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
@@ -326,6 +328,51 @@ impl Client {
         Ok(pid)
     }
 
+    /// Creates a new task for an existing container (after its previous task was deleted),
+    /// on the container's own snapshot. Returns the init pid.
+    pub async fn create_task(&self, id: &str, stdio: &Stdio) -> Result<u32> {
+        let record = self.get_container(id).await?.ok_or_else(|| CtrdError::NotFound {
+            kind: "container",
+            name: id.to_string(),
+        })?;
+        let key = if record.snapshot_key.is_empty() {
+            id.to_string()
+        } else {
+            record.snapshot_key.clone()
+        };
+        let snapshots = self.snapshots();
+        let mounts = self
+            .retry("Snapshots.Mounts", || {
+                let mut s = snapshots.clone();
+                let req = self.req(MountsRequest {
+                    snapshotter: record.snapshotter.clone(),
+                    key: key.clone(),
+                });
+                async move { s.mounts(req).await }
+            })
+            .await?
+            .mounts;
+        let (stdin, stdout, stderr) = stdio.uris();
+        let task = self.req(CreateTaskRequest {
+            container_id: id.to_string(),
+            rootfs: mounts,
+            stdin,
+            stdout,
+            stderr,
+            terminal: stdio.terminal,
+            ..Default::default()
+        });
+        match self.tasks().create(task).await {
+            Ok(r) => Ok(r.into_inner().pid),
+            Err(s) => {
+                let err = map_exec_failure("Tasks.Create", id, s);
+                // A failed create may leave a task record behind.
+                let _ = self.delete_task(id).await;
+                Err(err)
+            }
+        }
+    }
+
     /// Starts the created task; returns its pid.
     pub async fn start(&self, id: &str) -> Result<u32> {
         self.start_process(id, "").await
@@ -400,8 +447,9 @@ impl Client {
         .map(|_| ())
     }
 
-    /// Deletes the task; NotFound is `Ok(None)`.
-    async fn delete_task(&self, id: &str) -> Result<Option<ExitStatus>> {
+    /// Deletes the task but keeps the container and its snapshot (for a restart); NotFound is
+    /// `Ok(None)`.
+    pub async fn delete_task(&self, id: &str) -> Result<Option<ExitStatus>> {
         let tasks = self.tasks();
         let r = self
             .retry("Tasks.Delete", || {

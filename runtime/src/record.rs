@@ -1,0 +1,105 @@
+//! What a container was asked to be: written once by `aac run`, read by the monitor and by
+//! every other command.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, PortSpec};
+use crate::state::{read_json, write_json, StateDirs, StateError, CONTAINER_FILE, STATUS_FILE};
+use crate::status::ContainerStatus;
+
+/// Which executor runs the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Containerd,
+    Process,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Containerd => "containerd",
+            Backend::Process => "process",
+        })
+    }
+}
+
+/// Where the containerd backend finds its containerd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerdTarget {
+    pub address: PathBuf,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub backend: Backend,
+    /// Image reference (containerd backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The process's argv as run.
+    pub command: Vec<String>,
+    /// RFC 3339.
+    pub created: String,
+    pub agent: Agent,
+    /// The OCI runtime spec as run.
+    pub spec: serde_json::Value,
+    /// Published ports, host ports resolved.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<ContainerdTarget>,
+    /// `--rm`: remove everything when it exits for good.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// `-i`: a stdin FIFO is kept open for `aac attach`/foreground runs.
+    #[serde(default)]
+    pub stdin: bool,
+    /// `-t`: the process has a terminal.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+impl ContainerRecord {
+    pub fn load(dirs: &StateDirs, id: &str) -> Result<ContainerRecord, StateError> {
+        read_json(&dirs.container_dir(id).join(CONTAINER_FILE))?
+            .ok_or_else(|| StateError::NotFound(id.to_string()))
+    }
+
+    pub fn save(&self, dirs: &StateDirs) -> Result<(), StateError> {
+        write_json(&dirs.container_dir(&self.id).join(CONTAINER_FILE), self)
+    }
+
+    /// The OCI spec as oci-spec's type.
+    pub fn oci_spec(&self) -> Result<oci_spec::runtime::Spec, serde_json::Error> {
+        serde_json::from_value(self.spec.clone())
+    }
+
+    /// The cgroup path from the spec (`/aac/<id>`).
+    pub fn cgroup_path(&self) -> String {
+        self.spec
+            .pointer("/linux/cgroupsPath")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("/aac/{}", self.id))
+    }
+}
+
+pub fn load_status(dirs: &StateDirs, id: &str) -> Result<ContainerStatus, StateError> {
+    Ok(read_json(&dirs.container_dir(id).join(STATUS_FILE))?.unwrap_or_default())
+}
+
+pub fn save_status(dirs: &StateDirs, id: &str, st: &ContainerStatus) -> Result<(), StateError> {
+    write_json(&dirs.container_dir(id).join(STATUS_FILE), st)
+}
+
+/// Marker written by `aac stop`/`kill` before signalling: the monitor then treats the exit as
+/// requested and applies no restart policy.
+pub fn stop_marker(dirs: &StateDirs, id: &str) -> PathBuf {
+    dirs.container_dir(id).join("stop-requested")
+}
