@@ -2,9 +2,11 @@
 //! execute that spec (containerd over gRPC, or a plain host process).
 
 pub mod agent;
+pub mod events;
 pub mod health;
 pub mod image_config;
 pub mod logs;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod status;
