@@ -405,6 +405,11 @@ impl LineTailer {
 
     fn drain_current(&mut self, out: &mut Vec<String>) {
         let Some(f) = self.file.as_mut() else { return };
+        // Truncated in place (a writer keeping a single file): start over from its beginning.
+        if f.metadata().is_ok_and(|m| m.len() < self.pos) {
+            self.pos = 0;
+            self.pending.clear();
+        }
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }
@@ -510,6 +515,24 @@ mod tests {
         );
         assert_eq!(tail.len(), 5);
         assert_eq!(tail[4].log, "line 1999\n");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn follower_starts_over_when_a_single_file_is_truncated() {
+        let d = tmpdir("truncate");
+        let mut w = LogWriter::open(&d, 4096, 1).unwrap();
+        for i in 0..100 {
+            w.write(Stream::Stdout, format!("before {i}\n").as_bytes());
+        }
+        let mut follower = Follower::from_end(&d, LogFilter::default());
+        // Enough to truncate once (4 KiB), not twice.
+        for i in 0..60 {
+            w.write(Stream::Stdout, format!("after {i}\n").as_bytes());
+        }
+        let on_disk = read(&d, &LogFilter::default());
+        assert!(on_disk.len() < 60, "expected a truncation");
+        assert_eq!(follower.poll(), on_disk);
         fs::remove_dir_all(d).unwrap();
     }
 
