@@ -3,10 +3,12 @@
 
 pub mod agent;
 pub mod containerd;
+pub mod events;
 pub mod health;
 pub mod image_config;
 pub mod logs;
 pub mod record;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod status;

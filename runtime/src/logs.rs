@@ -290,19 +290,59 @@ pub fn read(dir: &Path, filter: &LogFilter) -> Vec<Entry> {
 
 /// Follows `json.log` across rotations, handing out new entries as they are written.
 pub struct Follower {
-    dir: PathBuf,
-    file: Option<File>,
-    inode: u64,
-    pos: u64,
-    pending: Vec<u8>,
+    tailer: LineTailer,
     filter: LogFilter,
 }
 
 impl Follower {
     /// Start at the current end of the log (after the entries [`read`] returned).
     pub fn from_end(dir: &Path, filter: LogFilter) -> Follower {
-        let path = dir.join(LOG_FILE);
-        let (file, inode, pos) = match File::open(&path) {
+        Follower {
+            tailer: LineTailer::from_end(&dir.join(LOG_FILE), &dir.join(format!("{LOG_FILE}.1"))),
+            filter: LogFilter {
+                tail: None,
+                ..filter
+            },
+        }
+    }
+
+    /// Entries written since the last call. Never misses or repeats an entry across a
+    /// rotation: the old file is read to its end before the new one is opened.
+    pub fn poll(&mut self) -> Vec<Entry> {
+        self.tailer
+            .poll_lines()
+            .iter()
+            .filter_map(|l| parse_line(l))
+            .filter(|e| self.filter.admits(e))
+            .collect()
+    }
+}
+
+fn inode_of(path: &Path) -> Option<u64> {
+    fs::metadata(path)
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// Follows a file of lines that its writer rotates by renaming it to `rotated` and starting a
+/// new one (logs, the event journal). Hands out each complete line once, in order, across
+/// rotations: when the path names a new file, the old one (still open) is read to its end
+/// first; a whole file that came and went between two polls is found at `rotated` and read too.
+pub struct LineTailer {
+    current: PathBuf,
+    rotated: PathBuf,
+    file: Option<File>,
+    inode: u64,
+    /// Inode at `rotated` when last looked at (already read, or older than the start).
+    rotated_seen: Option<u64>,
+    pos: u64,
+    pending: Vec<u8>,
+}
+
+impl LineTailer {
+    /// Start at the current end of `current` (or at its beginning once it appears).
+    pub fn from_end(current: &Path, rotated: &Path) -> LineTailer {
+        let (file, inode, pos) = match File::open(current) {
             Ok(f) => {
                 let meta = f.metadata().ok();
                 let ino = meta
@@ -314,45 +354,62 @@ impl Follower {
             }
             Err(_) => (None, 0, 0),
         };
-        Follower {
-            dir: dir.to_path_buf(),
+        LineTailer {
+            current: current.to_path_buf(),
+            rotated: rotated.to_path_buf(),
             file,
             inode,
+            rotated_seen: inode_of(rotated),
             pos,
             pending: Vec::new(),
-            filter: LogFilter {
-                tail: None,
-                ..filter
-            },
         }
     }
 
-    /// Entries written since the last call. Never misses or repeats an entry across a
-    /// rotation: the old file is read to its end before the new one is opened.
-    pub fn poll(&mut self) -> Vec<Entry> {
+    /// Complete lines (without their newline) written since the last call.
+    pub fn poll_lines(&mut self) -> Vec<String> {
         let mut out = Vec::new();
         self.drain_current(&mut out);
-        // Rotated? The path now names a different file.
-        let path = self.dir.join(LOG_FILE);
-        let current_ino = fs::metadata(&path)
-            .ok()
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-        if current_ino.is_some() && current_ino != Some(self.inode) {
-            // Anything written to the old file before rotation: read it to the end.
-            self.drain_current(&mut out);
-            if let Ok(f) = File::open(&path) {
-                self.inode = current_ino.unwrap_or(0);
+        let current_ino = inode_of(&self.current);
+        if current_ino.is_none() || (self.file.is_some() && current_ino == Some(self.inode)) {
+            return out;
+        }
+        // The path names a new file. Whatever reached the old file before the rename: read it.
+        self.drain_current(&mut out);
+        // More than one rotation since the last poll: the file in between is at `rotated`.
+        let rotated_ino = inode_of(&self.rotated);
+        if rotated_ino.is_some()
+            && rotated_ino != self.rotated_seen
+            && rotated_ino != current_ino
+            && (self.file.is_none() || rotated_ino != Some(self.inode))
+        {
+            if let Ok(f) = File::open(&self.rotated) {
                 self.file = Some(f);
                 self.pos = 0;
                 self.pending.clear();
                 self.drain_current(&mut out);
             }
         }
+        self.rotated_seen = rotated_ino;
+        if let Ok(f) = File::open(&self.current) {
+            self.inode = f
+                .metadata()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .unwrap_or(0);
+            self.file = Some(f);
+            self.pos = 0;
+            self.pending.clear();
+            self.drain_current(&mut out);
+        }
         out
     }
 
-    fn drain_current(&mut self, out: &mut Vec<Entry>) {
+    fn drain_current(&mut self, out: &mut Vec<String>) {
         let Some(f) = self.file.as_mut() else { return };
+        // Truncated in place (a writer keeping a single file): start over from its beginning.
+        if f.metadata().is_ok_and(|m| m.len() < self.pos) {
+            self.pos = 0;
+            self.pending.clear();
+        }
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }
@@ -364,11 +421,7 @@ impl Follower {
         self.pending.extend_from_slice(&buf);
         while let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=nl).collect();
-            if let Some(e) = parse_line(&String::from_utf8_lossy(&line)) {
-                if self.filter.admits(&e) {
-                    out.push(e);
-                }
-            }
+            out.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
         }
     }
 }
@@ -462,6 +515,24 @@ mod tests {
         );
         assert_eq!(tail.len(), 5);
         assert_eq!(tail[4].log, "line 1999\n");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn follower_starts_over_when_a_single_file_is_truncated() {
+        let d = tmpdir("truncate");
+        let mut w = LogWriter::open(&d, 4096, 1).unwrap();
+        for i in 0..100 {
+            w.write(Stream::Stdout, format!("before {i}\n").as_bytes());
+        }
+        let mut follower = Follower::from_end(&d, LogFilter::default());
+        // Enough to truncate once (4 KiB), not twice.
+        for i in 0..60 {
+            w.write(Stream::Stdout, format!("after {i}\n").as_bytes());
+        }
+        let on_disk = read(&d, &LogFilter::default());
+        assert!(on_disk.len() < 60, "expected a truncation");
+        assert_eq!(follower.poll(), on_disk);
         fs::remove_dir_all(d).unwrap();
     }
 
