@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod image_config;
 pub mod logs;
+pub mod monitor;
 pub mod record;
 pub mod spec;
 pub mod state;

@@ -1,0 +1,174 @@
+//! The monitor's handle on a containerd container.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::containerd::{Client, CreateRequest, CtrdError, Stdio, TaskStatus};
+use crate::health::CommandRunner;
+use crate::record::ContainerRecord;
+use crate::state::{new_id, StateDirs};
+
+use super::{MonitorError, StdioPaths, Task};
+
+/// Labels aac puts on its containerd containers (visible to `ctr -n aac containers ls`).
+pub fn container_labels(rec: &ContainerRecord) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = rec
+        .agent
+        .metadata
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert("dev.aac.name".into(), rec.name.clone());
+    labels.insert("dev.aac.agent".into(), rec.agent.metadata.name.clone());
+    if let Some(v) = &rec.agent.metadata.version {
+        labels.insert("dev.aac.agent.version".into(), v.clone());
+    }
+    labels.insert("dev.aac.created".into(), rec.created.clone());
+    labels
+}
+
+fn backend_err(e: CtrdError) -> MonitorError {
+    let code = e.exit_code();
+    MonitorError::backend(e, code)
+}
+
+pub struct ContainerdTask {
+    pub client: Client,
+    pub record: ContainerRecord,
+    pub dirs: StateDirs,
+}
+
+impl ContainerdTask {
+    fn id(&self) -> &str {
+        &self.record.id
+    }
+}
+
+impl CommandRunner for ContainerdTask {
+    async fn run(&self, argv: &[String], timeout: Duration) -> Result<(i32, Vec<u8>), String> {
+        let spec = self.record.oci_spec().map_err(|e| e.to_string())?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| "the container spec has no process".to_string())?;
+        process.set_args(Some(argv.to_vec()));
+        process.set_terminal(Some(false));
+        let exec_id = format!("probe-{}", &new_id()[..12]);
+        let out = self
+            .dirs
+            .container_run_dir(self.id())
+            .join(format!("{exec_id}.out"));
+        std::fs::write(&out, b"").map_err(|e| format!("{}: {e}", out.display()))?;
+        let path = out.to_string_lossy().into_owned();
+        let stdio = Stdio {
+            stdin: None,
+            stdout: Some(path.clone()),
+            stderr: Some(path),
+            terminal: false,
+        };
+        let result = async {
+            self.client
+                .exec(self.id(), &exec_id, &process, stdio)
+                .await
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(timeout, self.client.wait_exec(self.id(), &exec_id)).await {
+                Ok(r) => r.map(|s| s.code as i32).map_err(|e| e.to_string()),
+                Err(_) => {
+                    let _ = self.client.kill_exec(self.id(), &exec_id, 9).await;
+                    Err(format!("timed out after {}", humantime::format_duration(timeout)))
+                }
+            }
+        }
+        .await;
+        let _ = self.client.delete_exec(self.id(), &exec_id).await;
+        let output = std::fs::read(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        result.map(|code| (code, output))
+    }
+}
+
+impl Task for ContainerdTask {
+    async fn start(&self, stdio: &StdioPaths) -> Result<u32, MonitorError> {
+        let io = Stdio {
+            stdin: stdio.stdin.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            stdout: Some(stdio.stdout.to_string_lossy().into_owned()),
+            stderr: (!self.record.tty).then(|| stdio.stderr.to_string_lossy().into_owned()),
+            terminal: self.record.tty,
+        };
+        let exists = self
+            .client
+            .list_containers()
+            .await
+            .map_err(backend_err)?
+            .iter()
+            .any(|c| c.id == self.record.id);
+        if exists {
+            self.client
+                .create_task(self.id(), &io)
+                .await
+                .map_err(backend_err)?;
+        } else {
+            let spec = self
+                .record
+                .oci_spec()
+                .map_err(|e| MonitorError::backend(format!("stored spec: {e}"), None))?;
+            self.client
+                .create(CreateRequest {
+                    id: self.record.id.clone(),
+                    image_ref: self.record.image.clone().unwrap_or_default(),
+                    spec,
+                    labels: container_labels(&self.record),
+                    stdio: io,
+                })
+                .await
+                .map_err(backend_err)?;
+        }
+        match self.client.start(self.id()).await {
+            Ok(pid) => Ok(pid),
+            Err(e) => {
+                let err = backend_err(e);
+                let _ = self.client.delete_task(self.id()).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn running_pid(&self) -> Option<u32> {
+        match self.client.task_state(self.id()).await {
+            Ok(s) if s.status == TaskStatus::Running => Some(s.pid),
+            _ => None,
+        }
+    }
+
+    async fn wait(&self) -> Result<i32, MonitorError> {
+        self.client
+            .wait(self.id())
+            .await
+            .map(|s| s.code as i32)
+            .map_err(backend_err)
+    }
+
+    async fn kill(&self, signal: i32) -> Result<(), MonitorError> {
+        self.client
+            .kill(self.id(), signal as u32, false)
+            .await
+            .map_err(backend_err)
+    }
+
+    async fn cleanup(&self) -> Result<(), MonitorError> {
+        self.client
+            .delete_task(self.id())
+            .await
+            .map(drop)
+            .map_err(backend_err)
+    }
+
+    async fn remove(&self) -> Result<(), MonitorError> {
+        self.client
+            .delete(self.id())
+            .await
+            .map(drop)
+            .map_err(backend_err)
+    }
+}

@@ -1,0 +1,538 @@
+//! The per-container monitor that aac-shim runs: it starts the container's main process,
+//! copies its output into the json-file log, runs health checks, applies the restart policy
+//! and records everything in the container's status file. It outlives the CLI; the container
+//! outlives it (a new monitor can adopt a running container).
+//!
+//! The monitor owns stdout/stderr FIFOs in the container's volatile folder. They are opened
+//! read-write so the monitor never sees end-of-file between restarts; after a task is gone,
+//! what is left in them is drained without blocking.
+
+pub mod containerd_task;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+use crate::agent::{OnUnhealthy, RestartPolicy};
+use crate::events::{self, Event, EventType};
+use crate::health::{self, CommandRunner};
+use crate::logs::{format_time, LogWriter, Stream};
+use crate::record::{self, ContainerRecord};
+use crate::state::{StateDirs, StateError};
+use crate::status::{ContainerStatus, Health, HealthStatus, Phase};
+
+/// First restart delay; doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A run this long resets the back-off.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Log(#[from] crate::logs::LogError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The backend failed; `exit_code` is 126/127 when the command could not run.
+    #[error("{message}")]
+    Backend {
+        message: String,
+        exit_code: Option<i32>,
+    },
+}
+
+impl MonitorError {
+    pub fn backend(message: impl std::fmt::Display, exit_code: Option<i32>) -> Self {
+        MonitorError::Backend {
+            message: message.to_string(),
+            exit_code,
+        }
+    }
+
+    /// docker-style exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MonitorError::Backend {
+                exit_code: Some(c), ..
+            } => *c,
+            _ => 125,
+        }
+    }
+}
+
+/// Paths of the stdio FIFOs of a container.
+#[derive(Debug, Clone)]
+pub struct StdioPaths {
+    pub stdin: Option<PathBuf>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl StdioPaths {
+    pub fn for_container(dirs: &StateDirs, rec: &ContainerRecord) -> StdioPaths {
+        let run = dirs.container_run_dir(&rec.id);
+        StdioPaths {
+            stdin: rec.stdin.then(|| run.join("stdin")),
+            stdout: run.join("stdout"),
+            stderr: run.join("stderr"),
+        }
+    }
+}
+
+/// One backend's handle on one container's main process.
+pub trait Task: CommandRunner + Sync {
+    /// Create and start the main process with its output on `stdio`; returns its host PID.
+    fn start(
+        &self,
+        stdio: &StdioPaths,
+    ) -> impl std::future::Future<Output = Result<u32, MonitorError>> + Send;
+    /// PID of the main process if it is running now (adopting a running container).
+    fn running_pid(&self) -> impl std::future::Future<Output = Option<u32>> + Send;
+    /// Wait for the main process to exit; returns the exit code (128+n for signal n).
+    fn wait(&self) -> impl std::future::Future<Output = Result<i32, MonitorError>> + Send;
+    fn kill(&self, signal: i32) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
+    /// Release the exited process (keeps the container for a restart).
+    fn cleanup(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
+    /// Remove the container for good.
+    fn remove(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
+}
+
+/// How the monitor reports the first start to the CLI that launched it.
+pub trait StartReport {
+    fn started(&mut self, pid: u32);
+    fn failed(&mut self, code: i32, message: &str);
+}
+
+/// The outcome the launcher reads from the sync pipe, one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartOutcome {
+    pub ok: bool,
+    #[serde(default)]
+    pub pid: u32,
+    #[serde(default)]
+    pub code: i32,
+    #[serde(default)]
+    pub error: String,
+}
+
+/// Create the FIFOs (if needed) and open their read ends without blocking.
+pub fn open_fifos(stdio: &StdioPaths) -> Result<(pipe::Receiver, pipe::Receiver), MonitorError> {
+    let mut paths = vec![stdio.stdout.clone(), stdio.stderr.clone()];
+    paths.extend(stdio.stdin.clone());
+    for p in &paths {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| MonitorError::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        match nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(MonitorError::Io {
+                    context: format!("mkfifo {}", p.display()),
+                    source: e.into(),
+                })
+            }
+        }
+    }
+    let open = |p: &Path| {
+        pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(p)
+            .map_err(|source| MonitorError::Io {
+                context: format!("opening {}", p.display()),
+                source,
+            })
+    };
+    Ok((open(&stdio.stdout)?, open(&stdio.stderr)?))
+}
+
+type SharedLog = Arc<Mutex<LogWriter>>;
+
+fn log_write(log: &SharedLog, stream: Stream, data: &[u8], tty: bool) {
+    if let Ok(mut w) = log.lock() {
+        w.write(stream, data);
+        if tty {
+            // A terminal shows prompts without newlines: hand them out at once.
+            w.flush_partial();
+        }
+    }
+}
+
+/// Copy one FIFO into the log until the task is told to stop; then drain what is buffered.
+async fn pump(
+    mut rx: pipe::Receiver,
+    stream: Stream,
+    log: SharedLog,
+    tty: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> pipe::Receiver {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        tokio::select! {
+            r = rx.read(&mut buf) => match r {
+                Ok(0) => break,
+                Ok(n) => log_write(&log, stream, &buf[..n], tty),
+                Err(e) => {
+                    tracing::warn!("reading container {stream:?}: {e}");
+                    break;
+                }
+            },
+            _ = stop.changed() => {
+                // Writers are gone: whatever remains is in the pipe buffer.
+                loop {
+                    match rx.try_read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => log_write(&log, stream, &buf[..n], tty),
+                        Err(_) => break,
+                    }
+                }
+                break;
+            }
+        }
+    }
+    rx
+}
+
+struct Pumps {
+    stop: tokio::sync::watch::Sender<bool>,
+    handles: Vec<tokio::task::JoinHandle<pipe::Receiver>>,
+}
+
+impl Pumps {
+    fn spawn(out: pipe::Receiver, err: pipe::Receiver, log: &SharedLog, tty: bool) -> Pumps {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let handles = vec![
+            tokio::spawn(pump(out, Stream::Stdout, log.clone(), tty, rx.clone())),
+            tokio::spawn(pump(err, Stream::Stderr, log.clone(), tty, rx)),
+        ];
+        Pumps { stop, handles }
+    }
+
+    /// Stop and drain; returns the FIFOs for the next run.
+    async fn finish(self) -> Option<(pipe::Receiver, pipe::Receiver)> {
+        let _ = self.stop.send(true);
+        let mut rxs = Vec::new();
+        for h in self.handles {
+            if let Ok(rx) = h.await {
+                rxs.push(rx);
+            }
+        }
+        let err = rxs.pop()?;
+        let out = rxs.pop()?;
+        Some((out, err))
+    }
+}
+
+fn record_event(dirs: &StateDirs, e: Event) {
+    if let Err(err) = events::append(dirs, &e) {
+        tracing::warn!("recording event: {err}");
+    }
+}
+
+/// Count of OOM kills in the container's memory cgroup (v1 `memory.oom_control`, v2
+/// `memory.events`); 0 when unknown.
+pub fn oom_kills(cgroup_path: &str) -> u64 {
+    let Ok(layout) = crate::stats::CgroupLayout::detect() else {
+        return 0;
+    };
+    let Ok(Some((dir, unified))) = layout.controller_dir("memory", cgroup_path) else {
+        return 0;
+    };
+    let file = if unified {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    };
+    std::fs::read_to_string(dir.join(file))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Whether restart policy `policy` restarts after exit `code`, `restarts` restarts so far.
+pub fn should_restart(policy: RestartPolicy, code: i32, restarts: u32) -> bool {
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure { max_retries } => {
+            code != 0 && max_retries.is_none_or(|m| restarts < m)
+        }
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+    }
+}
+
+/// The delay before the next restart, given the current back-off and how long the process
+/// ran, and the back-off after that: 100 ms doubling to 1 min, reset by a 10 s run.
+pub fn restart_delay(current: Duration, ran: Duration) -> (Duration, Duration) {
+    let delay = if ran >= BACKOFF_RESET {
+        FIRST_BACKOFF
+    } else {
+        current
+    };
+    (delay, (delay * 2).min(MAX_BACKOFF))
+}
+
+/// Run the monitor for container `id` until it is gone for good.
+pub async fn run<T: Task>(
+    dirs: &StateDirs,
+    rec: &ContainerRecord,
+    task: &T,
+    report: &mut dyn StartReport,
+) -> Result<(), MonitorError> {
+    let id = rec.id.as_str();
+    let stdio = StdioPaths::for_container(dirs, rec);
+    let (mut out, mut err) = open_fifos(&stdio)?;
+    let logging = &rec.agent.spec.logging;
+    let log: SharedLog = Arc::new(Mutex::new(LogWriter::open(
+        &dirs.container_dir(id),
+        logging.max_size.0,
+        logging.max_file,
+    )?));
+    let mut status = record::load_status(dirs, id)?;
+    status.monitor_pid = Some(std::process::id());
+    let health_check = rec.agent.spec.health_check.clone();
+    let policy = rec.agent.spec.restart_policy;
+    let stop_marker = record::stop_marker(dirs, id);
+    let mut backoff = FIRST_BACKOFF;
+    let mut first = true;
+    let mut adopted = task.running_pid().await;
+
+    loop {
+        let pumps = Pumps::spawn(out, err, &log, rec.tty);
+        let pid = match adopted.take() {
+            Some(pid) => pid,
+            None => match task.start(&stdio).await {
+                Ok(pid) => {
+                    status.started_at = Some(format_time(SystemTime::now()));
+                    pid
+                }
+                Err(e) => {
+                    let code = e.exit_code();
+                    if let Some((o, r)) = pumps.finish().await {
+                        drop((o, r));
+                    }
+                    status.phase = Phase::Exited;
+                    status.exit_code = Some(code);
+                    status.error = Some(e.to_string());
+                    status.finished_at = Some(format_time(SystemTime::now()));
+                    status.pid = None;
+                    record::save_status(dirs, id, &status)?;
+                    if first {
+                        report.failed(code, &e.to_string());
+                    }
+                    record_event(
+                        dirs,
+                        Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
+                    );
+                    if rec.auto_remove {
+                        remove_all(dirs, rec, task).await;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        let started = Instant::now();
+        status.phase = Phase::Running;
+        status.pid = Some(pid);
+        status.error = None;
+        status.health = health_check.as_ref().map(|_| Health::default());
+        record::save_status(dirs, id, &status)?;
+        record_event(
+            dirs,
+            Event::new(
+                if first {
+                    EventType::Start
+                } else {
+                    EventType::Restart
+                },
+                id,
+                &rec.name,
+            ),
+        );
+        if first {
+            report.started(pid);
+            first = false;
+        }
+
+        // Wait for the exit, probing health meanwhile.
+        let mut forced_restart = false;
+        let code = {
+            let wait = task.wait();
+            tokio::pin!(wait);
+            let mut next_probe = health_check.as_ref().map(|h| started + h.interval);
+            loop {
+                let sleep_for = next_probe
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    r = &mut wait => break r,
+                    _ = tokio::time::sleep(sleep_for), if next_probe.is_some() => {
+                        let Some(h) = health_check.as_ref() else { continue };
+                        next_probe = Some(Instant::now() + h.interval);
+                        let result = health::run_probe(&h.probe, pid, h.timeout, task).await;
+                        let in_start = started.elapsed() < h.start_period;
+                        let health = status.health.get_or_insert_with(Health::default);
+                        if let Some(changed) = health.record(result, in_start, h.retries) {
+                            record_event(dirs, Event::new(EventType::HealthStatus, id, &rec.name)
+                                .with("health", format!("{changed:?}").to_lowercase()));
+                            if changed == HealthStatus::Unhealthy {
+                                match h.on_unhealthy {
+                                    OnUnhealthy::None => {}
+                                    OnUnhealthy::Restart => {
+                                        forced_restart = true;
+                                        let _ = task.kill(libc_sigkill()).await;
+                                    }
+                                    OnUnhealthy::Stop => {
+                                        let _ = std::fs::write(&stop_marker, b"unhealthy");
+                                        let _ = task.kill(libc_sigterm()).await;
+                                    }
+                                }
+                            }
+                        }
+                        if let Ok(w) = log.lock() {
+                            status.log_dropped_lines = w.dropped;
+                        }
+                        record::save_status(dirs, id, &status)?;
+                    }
+                }
+            }
+        };
+        let code = match code {
+            Ok(c) => c,
+            Err(e) => {
+                // containerd went away or the task vanished: record what we know.
+                tracing::warn!("waiting for the container: {e}");
+                status.error = Some(e.to_string());
+                -1
+            }
+        };
+        let ran = started.elapsed();
+        let oom = oom_kills(&rec.cgroup_path()) > 0 && code == 137;
+        if let Err(e) = task.cleanup().await {
+            tracing::warn!("releasing the exited task: {e}");
+        }
+        match pumps.finish().await {
+            Some((o, r)) => {
+                out = o;
+                err = r;
+            }
+            None => {
+                let (o, r) = open_fifos(&stdio)?;
+                out = o;
+                err = r;
+            }
+        }
+        if let Ok(mut w) = log.lock() {
+            w.flush_partial();
+            status.log_dropped_lines = w.dropped;
+        }
+        status.pid = None;
+        status.exit_code = Some(code);
+        status.oom_killed = oom;
+        status.finished_at = Some(format_time(SystemTime::now()));
+        let stopped = stop_marker.exists();
+        status.stopped_by_user = stopped;
+        if oom {
+            record_event(dirs, Event::new(EventType::Oom, id, &rec.name));
+        }
+        record_event(
+            dirs,
+            Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
+        );
+
+        let restart =
+            !stopped && (forced_restart || should_restart(policy, code, status.restart_count));
+        if !restart {
+            status.phase = Phase::Exited;
+            record::save_status(dirs, id, &status)?;
+            break;
+        }
+        let (delay, next) = restart_delay(backoff, ran);
+        backoff = next;
+        status.phase = Phase::Restarting;
+        record::save_status(dirs, id, &status)?;
+        // Sleep the back-off, but give in at once to a stop request.
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline && !stop_marker.exists() {
+            tokio::time::sleep(Duration::from_millis(50).min(delay)).await;
+        }
+        if stop_marker.exists() {
+            status.phase = Phase::Exited;
+            status.stopped_by_user = true;
+            record::save_status(dirs, id, &status)?;
+            break;
+        }
+        status.restart_count += 1;
+    }
+    status.monitor_pid = None;
+    record::save_status(dirs, id, &status)?;
+    if rec.auto_remove {
+        remove_all(dirs, rec, task).await;
+    }
+    Ok(())
+}
+
+/// `--rm`: the container, its records, its name.
+pub async fn remove_all<T: Task>(dirs: &StateDirs, rec: &ContainerRecord, task: &T) {
+    if let Err(e) = task.remove().await {
+        tracing::warn!("removing container {}: {e}", rec.id);
+    }
+    let _ = dirs.release_name(&rec.name, &rec.id);
+    let _ = dirs.remove_container(&rec.id);
+    record_event(dirs, Event::new(EventType::Rm, &rec.id, &rec.name));
+}
+
+fn libc_sigkill() -> i32 {
+    nix::sys::signal::Signal::SIGKILL as i32
+}
+
+fn libc_sigterm() -> i32 {
+    nix::sys::signal::Signal::SIGTERM as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_decide() {
+        let of = |m| RestartPolicy::OnFailure { max_retries: m };
+        assert!(!should_restart(RestartPolicy::No, 1, 0));
+        assert!(should_restart(of(None), 1, 100));
+        assert!(!should_restart(of(None), 0, 0));
+        assert!(should_restart(of(Some(2)), 1, 1));
+        assert!(!should_restart(of(Some(2)), 1, 2));
+        assert!(should_restart(RestartPolicy::Always, 0, 5));
+        assert!(should_restart(RestartPolicy::UnlessStopped, 0, 5));
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let mut b = FIRST_BACKOFF;
+        let mut delays = vec![];
+        for _ in 0..12 {
+            let (d, next) = restart_delay(b, Duration::from_millis(10));
+            delays.push(d);
+            b = next;
+        }
+        assert_eq!(delays[0], Duration::from_millis(100));
+        assert_eq!(delays[1], Duration::from_millis(200));
+        assert_eq!(delays[3], Duration::from_millis(800));
+        assert_eq!(*delays.last().unwrap(), MAX_BACKOFF);
+        assert_eq!(restart_delay(MAX_BACKOFF, BACKOFF_RESET).0, FIRST_BACKOFF);
+    }
+}
