@@ -23,7 +23,7 @@ use crate::health::{self, CommandRunner};
 use crate::logs::{format_time, LogWriter, Stream};
 use crate::record::{self, ContainerRecord};
 use crate::state::{StateDirs, StateError};
-use crate::status::{ContainerStatus, Health, HealthStatus, Phase};
+use crate::status::{Health, HealthStatus, Phase};
 
 /// First restart delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
