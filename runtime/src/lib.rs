@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod image_config;
+pub mod process;
 pub mod spec;
