@@ -98,7 +98,11 @@ pub(crate) struct Cgroups {
     pub path: PathBuf,
 }
 
-fn cg_err(path: &Path, what: impl std::fmt::Display, e: cgroups_rs::fs::error::Error) -> ProcessError {
+fn cg_err(
+    path: &Path,
+    what: impl std::fmt::Display,
+    e: cgroups_rs::fs::error::Error,
+) -> ProcessError {
     let cause = std::error::Error::source(&e)
         .map(|s| format!(": {s}"))
         .unwrap_or_default();
@@ -146,7 +150,10 @@ impl Cgroups {
         let requested = limits.requested();
         for ctrl in V1_CONTROLLERS {
             let hier = hierarchies::auto();
-            let mounted = hier.subsystems().iter().any(|s| s.controller_name() == *ctrl);
+            let mounted = hier
+                .subsystems()
+                .iter()
+                .any(|s| s.controller_name() == *ctrl);
             if !mounted {
                 for (limit, c) in &requested {
                     if c == ctrl {
@@ -191,16 +198,15 @@ impl Cgroups {
         strict: bool,
         warnings: &mut Vec<NotEnforced>,
     ) -> Result<(), ProcessError> {
-        let available = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
-            .unwrap_or_default();
+        let available =
+            std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
         let ctrls: Vec<String> = V2_CONTROLLERS
             .iter()
             .filter(|c| available.split_whitespace().any(|a| a == **c))
             .map(|c| c.to_string())
             .collect();
         let requested = limits.requested();
-        match Cgroup::new_with_specified_controllers(hierarchies::auto(), &self.path, Some(ctrls))
-        {
+        match Cgroup::new_with_specified_controllers(hierarchies::auto(), &self.path, Some(ctrls)) {
             Ok(cg) => {
                 self.groups.push(("unified".to_string(), cg));
                 for ctrl in V2_CONTROLLERS {
@@ -244,14 +250,17 @@ impl Cgroups {
             } else {
                 warnings.push(NotEnforced::new(
                     limit,
-                    format!("the {ctrl} controller is not enabled in {}", self.path.display()),
+                    format!(
+                        "the {ctrl} controller is not enabled in {}",
+                        self.path.display()
+                    ),
                 ));
                 Ok(())
             }
         };
         let outcome = |limit: &str,
-                           r: cgroups_rs::fs::error::Result<()>,
-                           warnings: &mut Vec<NotEnforced>|
+                       r: cgroups_rs::fs::error::Result<()>,
+                       warnings: &mut Vec<NotEnforced>|
          -> Result<(), ProcessError> {
             match r {
                 Ok(()) => Ok(()),
@@ -315,7 +324,11 @@ impl Cgroups {
                 let Some(pids) = cg.controller_of::<PidController>() else {
                     return missing("pids limit", warnings);
                 };
-                outcome("pids limit", pids.set_pid_max(MaxValue::Value(max)), warnings)?;
+                outcome(
+                    "pids limit",
+                    pids.set_pid_max(MaxValue::Value(max)),
+                    warnings,
+                )?;
             }
             _ => {}
         }
@@ -393,7 +406,10 @@ pub(crate) fn remove_path(path: &Path) -> bool {
             })
             .collect()
     };
-    groups.iter().rev().fold(true, |ok, (n, cg)| remove_group(n, cg) && ok)
+    groups
+        .iter()
+        .rev()
+        .fold(true, |ok, (n, cg)| remove_group(n, cg) && ok)
 }
 
 #[cfg(test)]

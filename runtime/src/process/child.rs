@@ -14,10 +14,10 @@ use nix::errno::Errno;
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::prctl;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use nix::sys::signal::{kill, sigprocmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{
-    chdir, dup2, execve, fork, getpid, read, sethostname, setgroups, setresgid, setresuid, write,
+    chdir, dup2, execve, fork, getpid, read, setgroups, sethostname, setresgid, setresuid, write,
     ForkResult, Gid, Uid,
 };
 
@@ -87,6 +87,8 @@ pub(crate) struct Plan {
     pub new_netns: bool,
     pub hostname: Option<String>,
     pub root_source: PathBuf,
+    /// The root is the host's own (never create mount points on it).
+    pub host_root: bool,
     pub root_readonly: bool,
     pub mounts: Vec<MountOp>,
     pub masked: Vec<PathBuf>,
@@ -288,11 +290,7 @@ fn namespaces(plan: &Plan) -> Result<(), Fail> {
 enum Never {}
 
 /// The container process, from the parent's "go" to `execve`.
-fn container(
-    plan: &Plan,
-    sync_r: OwnedFd,
-    stdio: [Option<OwnedFd>; 3],
-) -> Result<Never, Fail> {
+fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
     // If the waiter dies, so does the container.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| Fail::new(Stage::Sync, e, "set parent-death signal"))?;
@@ -323,14 +321,19 @@ fn container(
         loopback_up().map_err(|e| Fail::new(Stage::Namespaces, e, "bring up lo"))?;
     }
 
-    mounts::setup_rootfs(&plan.root_source, plan.root_readonly, &plan.mounts)?;
+    mounts::setup_rootfs(
+        &plan.root_source,
+        plan.host_root,
+        plan.root_readonly,
+        &plan.mounts,
+    )?;
     mounts::mask_paths(&plan.masked)?;
     mounts::readonly_paths(&plan.readonly)?;
 
     for (res, soft, hard) in &plan.rlimits {
         // Never above the current hard limit: raising it needs CAP_SYS_RESOURCE.
-        let (_, cur_hard) = getrlimit(*res)
-            .map_err(|e| Fail::new(Stage::Rlimits, e, format!("get {res:?}")))?;
+        let (_, cur_hard) =
+            getrlimit(*res).map_err(|e| Fail::new(Stage::Rlimits, e, format!("get {res:?}")))?;
         let hard = (*hard).min(cur_hard);
         let soft = (*soft).min(hard);
         setrlimit(*res, soft, hard)
@@ -407,12 +410,14 @@ fn switch_user(plan: &Plan) -> Result<(), Fail> {
     setresuid(uid, uid, uid).map_err(|e| Fail::new(Stage::User, e, format!("setresuid {uid}")))?;
     if let Some(c) = &plan.caps {
         prctl::set_keepcaps(false).map_err(|e| Fail::new(Stage::User, e, "keepcaps"))?;
+        // Effective must stay within permitted at every step: shrink effective first.
+        let effective: CapsHashSet = c.effective.intersection(&c.permitted).copied().collect();
+        caps::set(None, CapSet::Effective, &effective)
+            .map_err(caps_err(Stage::Capabilities, "effective"))?;
         caps::set(None, CapSet::Permitted, &c.permitted)
             .map_err(caps_err(Stage::Capabilities, "permitted"))?;
         caps::set(None, CapSet::Inheritable, &c.inheritable)
             .map_err(caps_err(Stage::Capabilities, "inheritable"))?;
-        caps::set(None, CapSet::Effective, &c.effective)
-            .map_err(caps_err(Stage::Capabilities, "effective"))?;
         caps::clear(None, CapSet::Ambient).map_err(caps_err(Stage::Capabilities, "ambient"))?;
         for cap in &c.ambient {
             caps::raise(None, CapSet::Ambient, *cap)

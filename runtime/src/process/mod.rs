@@ -488,7 +488,11 @@ fn make_plan(
     let mut netns_path = None;
     let mut new_netns = false;
     let mut cgroupns = false;
-    for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+    for ns in linux
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
         match ns.typ() {
             LinuxNamespaceType::Network => match ns.path() {
                 Some(p) => netns_path = Some(p.clone()),
@@ -573,12 +577,12 @@ fn make_plan(
         RootMode::Host => (PathBuf::from("/"), true),
         RootMode::Rootfs(p) => (p.clone(), false),
     };
-    let root_readonly = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
-    let mounts = mounts::plan(
-        spec.mounts().as_deref().unwrap_or(&[]),
-        host_root,
-        cgroupns,
-    );
+    let root_readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
+    let mounts = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), host_root, cgroupns);
     let paths = |v: Option<&Vec<String>>| -> Vec<PathBuf> {
         v.into_iter().flatten().map(PathBuf::from).collect()
     };
@@ -591,6 +595,7 @@ fn make_plan(
         new_netns,
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         root_source,
+        host_root,
         root_readonly,
         mounts,
         masked: paths(linux.and_then(|l| l.masked_paths().as_ref())),
@@ -677,14 +682,18 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
     check_id(&opts.id)?;
     let mut warnings = Vec::new();
-    let plan = make_plan(spec, &opts, &mut warnings)?;
+    let plan = make_plan(spec, opts, &mut warnings)?;
 
     let cgroups_path = spec
         .linux()
         .as_ref()
         .and_then(|l| l.cgroups_path().clone())
         .unwrap_or_else(|| {
-            PathBuf::from(format!("/{}/{}", crate::spec::builder::CGROUP_PARENT, opts.id))
+            PathBuf::from(format!(
+                "/{}/{}",
+                crate::spec::builder::CGROUP_PARENT,
+                opts.id
+            ))
         });
     let path = cgroup::relative_path(&opts.cgroup_root, &cgroups_path);
     if path.as_os_str().is_empty() {

@@ -3,7 +3,8 @@
 //! `pivot_root` into it. Planned in the parent, applied in the child.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -170,20 +171,49 @@ pub(crate) fn plan(mounts: &[Mount], host_root: bool, cgroupns: bool) -> Vec<Mou
     if host_root {
         for (dir, mode) in [("/tmp", "mode=1777"), ("/run", "mode=755")] {
             if !out.iter().any(|op| op.dest() == Path::new(dir)) {
-                out.push(MountOp::Fs {
-                    fstype: "tmpfs".into(),
-                    source: "tmpfs".into(),
-                    dest: PathBuf::from(dir),
-                    opts: Options {
-                        flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                        data: mode.into(),
-                        ..Options::default()
+                // Before any mount inside it, and before the volumes.
+                let at = out
+                    .iter()
+                    .position(|op| op.dest().starts_with(dir) || matches!(op, MountOp::Bind { .. }))
+                    .unwrap_or(out.len());
+                out.insert(
+                    at,
+                    MountOp::Fs {
+                        fstype: "tmpfs".into(),
+                        source: "tmpfs".into(),
+                        dest: PathBuf::from(dir),
+                        opts: Options {
+                            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                            data: mode.into(),
+                            ..Options::default()
+                        },
                     },
-                });
+                );
             }
         }
     }
     out
+}
+
+/// Whether a missing mount point at `dest` may be created: always in a prepared rootfs; on the
+/// host root only inside a filesystem the container mounted itself (never on the host's).
+fn may_create(dest: &Path, host_root: bool, done: &[MountOp]) -> bool {
+    !host_root
+        || done.iter().any(|op| {
+            matches!(op, MountOp::Fs { .. } | MountOp::Dev { .. }) && dest.starts_with(op.dest())
+        })
+}
+
+fn check_creatable(target: &Path, shown: &Path, allowed: bool) -> Result<(), Fail> {
+    if allowed || target.exists() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "mount point {} does not exist on the host (the process backend does not create it \
+             there)",
+            shown.display()
+        ))(Errno::ENOENT))
+    }
 }
 
 fn fail(detail: impl Into<String>) -> impl FnOnce(Errno) -> Fail {
@@ -284,8 +314,7 @@ fn ensure_dir(path: &Path) -> Result<(), Fail> {
     if path.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(path)
-        .map_err(|e| fail(format!("create {}", path.display()))(io_errno(&e)))
+    fs::create_dir_all(path).map_err(|e| fail(format!("create {}", path.display()))(io_errno(&e)))
 }
 
 fn ensure_file(path: &Path) -> Result<(), Fail> {
@@ -325,9 +354,29 @@ fn mount_fs(
 }
 
 /// Build the filesystem view and pivot into it. Runs in the child, in its own mount namespace.
-pub(crate) fn setup_rootfs(root_source: &Path, readonly: bool, ops: &[MountOp]) -> Result<(), Fail> {
+pub(crate) fn setup_rootfs(
+    root_source: &Path,
+    host_root: bool,
+    readonly: bool,
+    ops: &[MountOp],
+) -> Result<(), Fail> {
     let stage = Path::new(STAGE_DIR);
     let new_root = Path::new(NEW_ROOT);
+    // Bind sources are host paths, but the staging tmpfs hides the host's /tmp: open them
+    // (O_PATH) first and bind through /proc/self/fd.
+    let mut sources = Vec::with_capacity(ops.len());
+    for op in ops {
+        sources.push(match op {
+            MountOp::Bind { source, .. } => Some(
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+                    .open(source)
+                    .map_err(|e| fail(format!("bind source {}", source.display()))(io_errno(&e)))?,
+            ),
+            _ => None,
+        });
+    }
     mount(
         None::<&str>,
         "/",
@@ -357,9 +406,12 @@ pub(crate) fn setup_rootfs(root_source: &Path, readonly: bool, ops: &[MountOp]) 
         readonly_tree(new_root)?;
     }
 
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let target = staged(op.dest());
         let shown = op.dest();
+        if !matches!(op, MountOp::KeepHost { .. }) {
+            check_creatable(&target, shown, may_create(shown, host_root, &ops[..i]))?;
+        }
         match op {
             MountOp::Proc { opts, .. } => mount_fs("proc", &target, "proc", opts, shown)?,
             MountOp::KeepHost { readonly, .. } => {
@@ -381,8 +433,16 @@ pub(crate) fn setup_rootfs(root_source: &Path, readonly: bool, ops: &[MountOp]) 
                 ..
             } => mount_fs(source, &target, fstype, opts, shown)?,
             MountOp::Bind { source, opts, .. } => {
-                let meta = fs::metadata(source)
-                    .map_err(|e| fail(format!("bind source {}", source.display()))(io_errno(&e)))?;
+                let shown_source = source;
+                let Some(Some(src)) = sources.get(i) else {
+                    return Err(fail(format!("bind source {}", source.display()))(
+                        Errno::EBADF,
+                    ));
+                };
+                let meta = src.metadata().map_err(|e| {
+                    fail(format!("bind source {}", shown_source.display()))(io_errno(&e))
+                })?;
+                let source = &PathBuf::from(format!("/proc/self/fd/{}", src.as_raw_fd()));
                 if meta.is_dir() {
                     ensure_dir(&target)?;
                 } else {
@@ -392,8 +452,18 @@ pub(crate) fn setup_rootfs(root_source: &Path, readonly: bool, ops: &[MountOp]) 
                 if opts.recursive {
                     flags |= MsFlags::MS_REC;
                 }
-                mount(Some(source.as_path()), &target, None::<&str>, flags, None::<&str>)
-                    .map_err(fail(format!("bind {} on {}", source.display(), shown.display())))?;
+                mount(
+                    Some(source.as_path()),
+                    &target,
+                    None::<&str>,
+                    flags,
+                    None::<&str>,
+                )
+                .map_err(fail(format!(
+                    "bind {} on {}",
+                    shown_source.display(),
+                    shown.display()
+                )))?;
                 // The bound tree may be read-only (read-only root): a volume is writable
                 // unless asked otherwise.
                 let mut extra = opts.flags;
@@ -410,10 +480,12 @@ pub(crate) fn setup_rootfs(root_source: &Path, readonly: bool, ops: &[MountOp]) 
         }
     }
 
+    drop(sources);
     chdir(new_root).map_err(fail("chdir to the new root"))?;
     pivot_root(".", ".").map_err(|e| Fail::new(Stage::Pivot, e, "pivot_root"))?;
     // The old root now sits on top of the new one: detach it.
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| Fail::new(Stage::Pivot, e, "detach old root"))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| Fail::new(Stage::Pivot, e, "detach old root"))?;
     chdir("/").map_err(|e| Fail::new(Stage::Pivot, e, "chdir /"))?;
     Ok(())
 }
@@ -494,8 +566,12 @@ pub(crate) fn readonly_paths(paths: &[PathBuf]) -> Result<(), Fail> {
             Err(Errno::ENOENT) => continue,
             Err(e) => return Err(err(e)),
         }
-        remount_bind(path, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, true)
-            .map_err(err)?;
+        remount_bind(
+            path,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            true,
+        )
+        .map_err(err)?;
     }
     Ok(())
 }
@@ -514,7 +590,9 @@ mod tests {
             "ro".into(),
         ]);
         assert!(o.readonly);
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
         assert_eq!(o.data, "mode=755,size=65536k");
         let b = parse_options(&["rbind".into(), "rw".into()]);
         assert!(b.bind && b.recursive && !b.readonly);
