@@ -2,6 +2,11 @@
 //! execute that spec (containerd over gRPC, or a plain host process).
 
 pub mod agent;
+pub mod containerd;
+pub mod health;
 pub mod image_config;
+pub mod logs;
 pub mod process;
 pub mod spec;
+pub mod state;
+pub mod status;

@@ -369,3 +369,20 @@ fn masked_and_readonly_paths() {
     assert!(out.starts_with("0\n0\n"), "{out}");
     assert!(out.contains("ro=yes"), "{out}");
 }
+
+#[test]
+fn seccomp_without_no_new_privs() {
+    need_root!();
+    if !process::seccomp::supported() {
+        eprintln!("skipping: no seccomp compiler for this architecture");
+        return;
+    }
+    let id = "aac-t-seccomp-nnp";
+    let mut a = agent("sc", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status");
+    a.spec.security.no_new_privileges = false;
+    a.spec.security.run_as_user = Some(65534);
+    let (status, out) = run(&a, id);
+    assert!(status.success(), "{status:?}: {out}");
+    assert_eq!(field(&out, "NoNewPrivs"), "0");
+    assert_eq!(field(&out, "Seccomp"), "2");
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::model::{Bytes, MilliCpu, RestartPolicy};
+use super::model::{Bytes, MilliCpu, PortSpec, Protocol, RestartPolicy};
 
 /// CPU as Kubernetes/docker write it: `"2"`, `"0.5"`, `"500m"`. Result in millicores.
 pub fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
@@ -28,7 +28,7 @@ pub fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
 }
 
 /// Memory as Kubernetes or docker write it: plain bytes, `Ki Mi Gi Ti` (powers of 1024),
-/// `K M G T` / `k` (powers of 1000, Kubernetes style), and docker's lower-case `b k m g`
+/// `K M G T` (powers of 1000, Kubernetes style), and docker's lower-case `b k m g t`
 /// suffixes as used by `--memory 512m` (powers of 1024).
 pub fn parse_memory(s: &str) -> Result<Bytes, String> {
     let t = s.trim();
@@ -48,11 +48,12 @@ pub fn parse_memory(s: &str) -> Result<Bytes, String> {
         "Mi" | "mb" | "MB" => 1 << 20,
         "Gi" | "gb" | "GB" => 1 << 30,
         "Ti" | "tb" | "TB" => 1 << 40,
-        "k" | "K" => 1000,
+        "K" => 1000,
         "M" => 1_000_000,
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
-        // docker: `--memory 512m`, `1g` are binary units
+        // docker: `--memory 512m`, `1g`, `64k` are binary units
+        "k" => 1 << 10,
         "m" => 1 << 20,
         "g" => 1 << 30,
         "t" => 1 << 40,
@@ -89,7 +90,7 @@ fn decimal_times(num: &str, mult: u64) -> Option<u64> {
         let f: u128 = frac.parse().ok()?;
         let scale = 10u128.pow(frac.len() as u32);
         let part = f * mult as u128;
-        if part % scale != 0 {
+        if !part.is_multiple_of(scale) {
             return None;
         }
         total = total.checked_add(u64::try_from(part / scale).ok()?)?;
@@ -128,6 +129,87 @@ pub fn parse_restart_policy(s: &str) -> Result<RestartPolicy, String> {
     Err(format!(
         "{s:?} is not a restart policy (no, on-failure[:N], always, unless-stopped)"
     ))
+}
+
+/// A port number, 1-65535: `70000 is not a port (1-65535)`.
+pub fn check_port(n: i128) -> Result<u16, String> {
+    match u16::try_from(n) {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{n} is not a port (1-65535)")),
+    }
+}
+
+/// A port number written as text.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    if t.contains('-') && t.len() > 1 && !t.starts_with('-') {
+        return Err(format!("{s:?}: port ranges are not supported"));
+    }
+    match t.parse::<i128>() {
+        Ok(n) => check_port(n),
+        Err(_) => Err(format!("{s:?} is not a port number")),
+    }
+}
+
+/// `tcp` or `udp`, any case.
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        _ => Err(format!("{s:?} is not a protocol (tcp or udp)")),
+    }
+}
+
+/// Docker's `-p` syntax: `containerPort`, `hostPort:containerPort`,
+/// `ip:hostPort:containerPort` or `ip::containerPort`, each optionally followed by `/tcp` or
+/// `/udp`; IPv6 addresses go in brackets (`[::1]:80:8080`).
+pub fn parse_port_mapping(s: &str) -> Result<PortSpec, String> {
+    let t = s.trim();
+    let (body, protocol) = match t.rsplit_once('/') {
+        Some((b, p)) => (b, parse_protocol(p)?),
+        None => (t, Protocol::Tcp),
+    };
+    let (ip, rest): (Option<&str>, Vec<&str>) = if let Some(r) = body.strip_prefix('[') {
+        let (ip, after) = r
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing ']' after the IPv6 address"))?;
+        let after = after
+            .strip_prefix(':')
+            .ok_or_else(|| format!("{s:?}: expected \"[ip]:hostPort:containerPort\""))?;
+        (Some(ip), after.split(':').collect())
+    } else {
+        let parts: Vec<&str> = body.split(':').collect();
+        match parts.as_slice() {
+            [ip, host, container] => (Some(*ip), vec![*host, *container]),
+            _ => (None, parts),
+        }
+    };
+    let (host, container) = match rest.as_slice() {
+        [c] => (None, *c),
+        [h, c] => (Some(*h), *c),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a port mapping (use \"8080\", \"80:8080\", \"127.0.0.1:80:8080/udp\")"
+            ))
+        }
+    };
+    let host_ip = match ip {
+        Some(ip) if !ip.is_empty() => Some(
+            ip.parse()
+                .map_err(|_| format!("{ip:?} is not an IP address"))?,
+        ),
+        _ => None,
+    };
+    let host = match host {
+        Some(h) if !h.is_empty() => Some(parse_port(h)?),
+        _ => None,
+    };
+    Ok(PortSpec {
+        container: parse_port(container)?,
+        host,
+        protocol,
+        host_ip,
+    })
 }
 
 /// Linux capabilities known to the kernel versions aac supports (without `CAP_`).
@@ -303,5 +385,41 @@ mod tests {
         let e = parse_capability("NET_ADMN").unwrap_err();
         assert!(e.contains("did you mean NET_ADMIN"), "{e}");
         assert_eq!(DEFAULT_CAPABILITIES.len(), 14);
+    }
+    #[test]
+    fn port_mappings() {
+        let p = parse_port_mapping("8080:80").unwrap();
+        assert_eq!(
+            (p.host, p.container, p.protocol),
+            (Some(8080), 80, Protocol::Tcp)
+        );
+        let p = parse_port_mapping("127.0.0.1:80:8080/UDP").unwrap();
+        assert_eq!(p.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (p.host, p.container, p.protocol),
+            (Some(80), 8080, Protocol::Udp)
+        );
+        let p = parse_port_mapping("[::1]:80:8080").unwrap();
+        assert_eq!(p.host_ip, Some("::1".parse().unwrap()));
+        let p = parse_port_mapping("127.0.0.1::8080").unwrap();
+        assert_eq!((p.host, p.container), (None, 8080));
+        let p = parse_port_mapping("9090").unwrap();
+        assert_eq!((p.host, p.container), (None, 9090));
+        assert_eq!(
+            parse_port_mapping("1:70000").unwrap_err(),
+            "70000 is not a port (1-65535)"
+        );
+        for bad in [
+            "",
+            "a:b",
+            "1:2:3:4",
+            "80:8080/sctp",
+            "x.y:1:2",
+            "[::1",
+            "8000-8010:80",
+            "0",
+        ] {
+            assert!(parse_port_mapping(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -4,32 +4,43 @@
 use nix::errno::Errno;
 use oci_spec::runtime::LinuxSeccomp;
 
-/// A compiled classic-BPF seccomp program.
-pub type Program = seccompiler::BpfProgram;
+use crate::spec::seccomp::{compile_bpf, SeccompArch};
 
-/// Compile `profile` for the running architecture.
+/// A compiled seccomp profile: classic-BPF filters, installed in order.
+pub type Program = Vec<seccompiler::BpfProgram>;
+
+/// Compile `profile` for the running architecture with the spec module's compiler.
 ///
-/// This is the single place where the OCI profile meets the BPF compiler of
-/// `crate::spec::seccomp`. Returns `Ok(None)` when this build has no such compiler: the
-/// caller then reports seccomp as not enforced.
+/// `Ok(None)` when this architecture has no compiler support: the caller then reports seccomp
+/// as not enforced.
 pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<Option<Program>, String> {
-    let _ = profile;
-    Ok(None)
+    let Some(arch) = SeccompArch::host() else {
+        return Ok(None);
+    };
+    compile_bpf(profile, arch)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
-/// Whether this build can enforce seccomp profiles (the compiler is present).
+/// Whether this build can enforce seccomp profiles on this architecture.
 pub fn supported() -> bool {
-    matches!(compile(&LinuxSeccomp::default()), Ok(Some(_)))
+    SeccompArch::host().is_some()
 }
 
-/// Install `prog` on the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`.
+/// Install every filter of `prog`, in order (see [`install_one`]).
+pub(crate) fn install(prog: &Program) -> Result<(), Errno> {
+    if prog.is_empty() {
+        // Installing nothing would leave the process unconfined.
+        return Err(Errno::EINVAL);
+    }
+    prog.iter().try_for_each(install_one)
+}
+
+/// Install one filter on the calling thread with `seccomp(SECCOMP_SET_MODE_FILTER)`.
 ///
 /// Unlike `seccompiler::apply_filter`, this does not turn on no_new_privs: the spec decides
 /// that. Without no_new_privs the caller must still hold CAP_SYS_ADMIN.
-pub(crate) fn install(prog: &Program) -> Result<(), Errno> {
-    if prog.is_empty() {
-        return Ok(());
-    }
+fn install_one(prog: &seccompiler::BpfProgram) -> Result<(), Errno> {
     let len = u16::try_from(prog.len()).map_err(|_| Errno::E2BIG)?;
     let fprog = libc::sock_fprog {
         len,

@@ -1,0 +1,45 @@
+//! docker-style exit codes: 125 when aac itself fails, 126 when the command cannot be
+//! executed, 127 when it is not found; otherwise the container's own status.
+
+use std::process::ExitCode;
+
+/// aac failed (bad input, runtime unreachable, ...).
+pub const EXIT_AAC: u8 = 125;
+/// The container's command exists but cannot be executed.
+pub const EXIT_NOT_EXECUTABLE: u8 = 126;
+/// The container's command was not found.
+pub const EXIT_NOT_FOUND: u8 = 127;
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn aac(error: anyhow::Error) -> Self {
+        CliError {
+            code: EXIT_AAC,
+            error,
+        }
+    }
+
+    pub fn with_code(code: u8, error: anyhow::Error) -> Self {
+        CliError { code, error }
+    }
+
+    /// Print as `aac: <error>: <cause>` and turn into the process exit code.
+    pub fn report(self) -> ExitCode {
+        eprintln!("aac: {:#}", self.error);
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError::aac(e)
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;

@@ -1,0 +1,18 @@
+//! containerd backend: runs OCI specs as containerd containers over gRPC.
+
+mod client;
+mod containers;
+mod content;
+mod error;
+mod images;
+mod unpack;
+
+pub use client::{
+    default_address, default_namespace, Client, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, SNAPSHOTTER,
+};
+pub use containers::*;
+pub use error::{CtrdError, Result};
+pub use images::{
+    host_arch, no_progress, normalize_reference, Descriptor, ImageSummary, Platform, Progress,
+};
+pub use unpack::chain_ids;
