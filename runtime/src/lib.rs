@@ -9,6 +9,7 @@ pub mod image_config;
 pub mod logs;
 pub mod monitor;
 pub mod record;
+pub mod process;
 pub mod spec;
 pub mod state;
 pub mod stats;

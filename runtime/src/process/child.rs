@@ -1,0 +1,496 @@
+//! What runs after `fork`: the waiter (which creates the namespaces and relays the exit status)
+//! and the container process (PID 1 of its namespace), up to `execve`.
+//!
+//! Everything here was prepared by the parent; failures are sent back as
+//! `[stage u8][errno i32 LE][detail]` on a close-on-exec pipe (EOF there means exec worked).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use caps::{CapSet, CapsHashSet};
+use nix::errno::Errno;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::prctl;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::signal::{kill, signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{
+    chdir, dup2, execve, fork, getpid, read, setgroups, sethostname, setresgid, setresuid, write,
+    ForkResult, Gid, Uid,
+};
+
+use super::mounts::{self, MountOp};
+use super::seccomp;
+use super::Stage;
+
+/// A failed step in the child.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub stage: Stage,
+    pub errno: Errno,
+    pub detail: String,
+}
+
+impl Fail {
+    pub fn new(stage: Stage, errno: Errno, detail: impl Into<String>) -> Fail {
+        Fail {
+            stage,
+            errno,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![self.stage as u8];
+        out.extend_from_slice(&(self.errno as i32).to_le_bytes());
+        out.extend_from_slice(self.detail.as_bytes());
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Option<Fail> {
+        let stage = Stage::from_u8(*buf.first()?)?;
+        let errno = i32::from_le_bytes(buf.get(1..5)?.try_into().ok()?);
+        Some(Fail {
+            stage,
+            errno: Errno::from_raw(errno),
+            detail: String::from_utf8_lossy(buf.get(5..).unwrap_or_default()).into_owned(),
+        })
+    }
+}
+
+/// User namespace set-up for rootless runs: map `host_uid`/`host_gid` to 0 inside.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserNs {
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+/// Capability sets to apply (names resolved in the parent).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CapPlan {
+    pub bounding: CapsHashSet,
+    pub effective: CapsHashSet,
+    pub permitted: CapsHashSet,
+    pub inheritable: CapsHashSet,
+    pub ambient: CapsHashSet,
+}
+
+/// Everything the child needs, computed before fork.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub userns: Option<UserNs>,
+    pub netns_path: Option<PathBuf>,
+    pub unshare: CloneFlags,
+    pub cgroupns: bool,
+    pub new_netns: bool,
+    pub hostname: Option<String>,
+    pub root_source: PathBuf,
+    /// The root is the host's own (never create mount points on it).
+    pub host_root: bool,
+    pub root_readonly: bool,
+    pub mounts: Vec<MountOp>,
+    pub masked: Vec<PathBuf>,
+    pub readonly: Vec<PathBuf>,
+    pub rlimits: Vec<(Resource, u64, u64)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Whether setgroups(2) may be called (not in a user namespace with setgroups denied).
+    pub can_setgroups: bool,
+    pub caps: Option<CapPlan>,
+    pub no_new_privs: bool,
+    pub seccomp: Option<seccomp::Program>,
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+    pub path_dirs: Vec<PathBuf>,
+    pub cwd: PathBuf,
+}
+
+/// File descriptors handed to the children.
+pub(crate) struct Fds {
+    /// Write end of the error pipe (close-on-exec).
+    pub err_w: OwnedFd,
+    /// Write end of the pipe the waiter sends the container's PID on.
+    pub pid_w: OwnedFd,
+    /// Read end of the pipe the parent says "go" on.
+    pub sync_r: OwnedFd,
+    /// stdin, stdout, stderr (None: inherit).
+    pub stdio: [Option<OwnedFd>; 3],
+}
+
+fn report(fd: RawFd, f: &Fail) {
+    let buf = f.encode();
+    // SAFETY: fd is the error pipe's write end, open in this process.
+    let _ = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Close every descriptor except `keep` (and 0-2): the parent may be multi-threaded and have
+/// pipes of other spawns open; the waiter must not hold them.
+fn close_others(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|f| u32::try_from(*f).ok()).collect();
+    keep.sort_unstable();
+    let mut next = 3u32;
+    for k in keep.into_iter().filter(|k| *k >= 3) {
+        if k > next {
+            // SAFETY: closes descriptors this process does not use.
+            unsafe { libc::syscall(libc::SYS_close_range, next, k - 1, 0) };
+        }
+        next = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0) };
+}
+
+/// The waiter: runs in the forked child of the caller. Never returns.
+pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
+    let mut keep = vec![
+        fds.err_w.as_raw_fd(),
+        fds.pid_w.as_raw_fd(),
+        fds.sync_r.as_raw_fd(),
+    ];
+    keep.extend(fds.stdio.iter().flatten().map(|f| f.as_raw_fd()));
+    close_others(&keep);
+    let _ = prctl::set_name(c"aac-wait");
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+
+    if let Err(f) = namespaces(plan) {
+        report(fds.err_w.as_raw_fd(), &f);
+        exit_now(1);
+    }
+
+    // SAFETY: this process is single-threaded (a fresh fork).
+    match unsafe { fork() } {
+        Err(e) => {
+            report(fds.err_w.as_raw_fd(), &Fail::new(Stage::Fork, e, "fork"));
+            exit_now(1);
+        }
+        Ok(ForkResult::Child) => {
+            let Fds {
+                err_w,
+                pid_w,
+                sync_r,
+                stdio,
+            } = fds;
+            drop(pid_w);
+            let err_fd = err_w.as_raw_fd();
+            match container(plan, sync_r, stdio) {
+                Ok(never) => match never {},
+                Err(f) => {
+                    report(err_fd, &f);
+                    let code = match (f.stage, f.errno) {
+                        (Stage::Exec, Errno::ENOENT) => 127,
+                        (Stage::Exec, Errno::EACCES | Errno::ENOEXEC) => 126,
+                        _ => 1,
+                    };
+                    exit_now(code);
+                }
+            }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let Fds {
+                err_w,
+                pid_w,
+                sync_r,
+                stdio,
+            } = fds;
+            drop((err_w, sync_r, stdio));
+            let _ = write(&pid_w, &child.as_raw().to_le_bytes());
+            drop(pid_w);
+            // Job-control and terminal signals are for the container, not for the waiter.
+            for s in [
+                Signal::SIGINT,
+                Signal::SIGQUIT,
+                Signal::SIGHUP,
+                Signal::SIGTERM,
+                Signal::SIGTSTP,
+                Signal::SIGTTIN,
+                Signal::SIGTTOU,
+                Signal::SIGPIPE,
+            ] {
+                // SAFETY: SIG_IGN installs no handler code.
+                let _ = unsafe { signal(s, SigHandler::SigIgn) };
+            }
+            relay(child)
+        }
+    }
+}
+
+/// Wait for the container and leave with the same status.
+fn relay(child: nix::unistd::Pid) -> ! {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => exit_now(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+                let _ = prctl::set_dumpable(false);
+                // SAFETY: restoring the default disposition.
+                let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+                let mut set = SigSet::empty();
+                set.add(sig);
+                let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+                let _ = kill(getpid(), sig);
+                exit_now(128 + sig as i32);
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => exit_now(255),
+        }
+    }
+}
+
+fn write_file(path: &str, content: &str, stage: Stage) -> Result<(), Fail> {
+    fs::write(path, content).map_err(|e| {
+        Fail::new(
+            stage,
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            format!("write {path}"),
+        )
+    })
+}
+
+/// In the waiter: user namespace first (rootless), then the network namespace to join, then
+/// the new namespaces. The next fork lands in them (PID 1 of the new PID namespace).
+fn namespaces(plan: &Plan) -> Result<(), Fail> {
+    if let Some(u) = plan.userns {
+        unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| Fail::new(Stage::UserNamespace, e, "unshare user namespace"))?;
+        write_file("/proc/self/setgroups", "deny", Stage::UserNamespace)?;
+        write_file(
+            "/proc/self/uid_map",
+            &format!("0 {} 1\n", u.host_uid),
+            Stage::UserNamespace,
+        )?;
+        write_file(
+            "/proc/self/gid_map",
+            &format!("0 {} 1\n", u.host_gid),
+            Stage::UserNamespace,
+        )?;
+    }
+    if let Some(p) = &plan.netns_path {
+        let f = fs::File::open(p).map_err(|e| {
+            Fail::new(
+                Stage::Namespaces,
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                format!("open {}", p.display()),
+            )
+        })?;
+        setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Fail::new(Stage::Namespaces, e, format!("join {}", p.display())))?;
+    }
+    unshare(plan.unshare)
+        .map_err(|e| Fail::new(Stage::Namespaces, e, format!("unshare {:?}", plan.unshare)))
+}
+
+enum Never {}
+
+/// The container process, from the parent's "go" to `execve`.
+fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
+    // If the waiter dies, so does the container.
+    prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| Fail::new(Stage::Sync, e, "set parent-death signal"))?;
+    let mut b = [0u8; 1];
+    match read(sync_r.as_raw_fd(), &mut b) {
+        Ok(1) => {}
+        Ok(_) => return Err(Fail::new(Stage::Sync, Errno::EPIPE, "parent went away")),
+        Err(e) => return Err(Fail::new(Stage::Sync, e, "read sync pipe")),
+    }
+    drop(sync_r);
+
+    for (target, fd) in stdio.iter().enumerate() {
+        if let Some(fd) = fd {
+            dup2(fd.as_raw_fd(), target as RawFd)
+                .map_err(|e| Fail::new(Stage::Stdio, e, format!("dup2 onto fd {target}")))?;
+        }
+    }
+    drop(stdio);
+
+    if plan.cgroupns {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| Fail::new(Stage::Namespaces, e, "unshare cgroup namespace"))?;
+    }
+    if let Some(h) = &plan.hostname {
+        sethostname(h).map_err(|e| Fail::new(Stage::Hostname, e, h.clone()))?;
+    }
+    if plan.new_netns {
+        loopback_up().map_err(|e| Fail::new(Stage::Namespaces, e, "bring up lo"))?;
+    }
+
+    mounts::setup_rootfs(
+        &plan.root_source,
+        plan.host_root,
+        plan.root_readonly,
+        &plan.mounts,
+    )?;
+    mounts::mask_paths(&plan.masked)?;
+    mounts::readonly_paths(&plan.readonly)?;
+
+    for (res, soft, hard) in &plan.rlimits {
+        // Never above the current hard limit: raising it needs CAP_SYS_RESOURCE.
+        let (_, cur_hard) =
+            getrlimit(*res).map_err(|e| Fail::new(Stage::Rlimits, e, format!("get {res:?}")))?;
+        let hard = (*hard).min(cur_hard);
+        let soft = (*soft).min(hard);
+        setrlimit(*res, soft, hard)
+            .map_err(|e| Fail::new(Stage::Rlimits, e, format!("set {res:?}")))?;
+    }
+
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
+    if !plan.no_new_privs {
+        if let Some(p) = &plan.seccomp {
+            seccomp::install(p).map_err(|e| Fail::new(Stage::Seccomp, e, "install filter"))?;
+        }
+    }
+
+    switch_user(plan)?;
+
+    if plan.no_new_privs {
+        prctl::set_no_new_privs().map_err(|e| Fail::new(Stage::NoNewPrivs, e, "prctl"))?;
+    }
+
+    chdir(&plan.cwd).map_err(|e| Fail::new(Stage::Cwd, e, plan.cwd.display().to_string()))?;
+
+    // Signals: default dispositions and an empty mask, as a fresh process expects.
+    for s in Signal::iterator() {
+        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
+            // SAFETY: SIG_DFL installs no handler code.
+            let _ = unsafe { signal(s, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // Nothing but stdio and the error pipe (already close-on-exec) reaches the program.
+    // SAFETY: marks descriptors close-on-exec; no memory is touched.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+
+    if plan.no_new_privs {
+        if let Some(p) = &plan.seccomp {
+            seccomp::install(p).map_err(|e| Fail::new(Stage::Seccomp, e, "install filter"))?;
+        }
+    }
+    exec(plan)
+}
+
+fn caps_err(stage: Stage, what: &str) -> impl FnOnce(caps::errors::CapsError) -> Fail + '_ {
+    move |e| {
+        let errno = Errno::last();
+        Fail::new(stage, errno, format!("{what}: {e}"))
+    }
+}
+
+fn switch_user(plan: &Plan) -> Result<(), Fail> {
+    if let Some(c) = &plan.caps {
+        // The bounding set first: dropping from it needs CAP_SETPCAP, which we still hold.
+        for cap in caps::runtime::thread_all_supported() {
+            if !c.bounding.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .map_err(caps_err(Stage::Capabilities, "drop from bounding set"))?;
+            }
+        }
+        prctl::set_keepcaps(true).map_err(|e| Fail::new(Stage::User, e, "keepcaps"))?;
+    }
+    if plan.can_setgroups {
+        let groups: Vec<Gid> = plan.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        setgroups(&groups).map_err(|e| Fail::new(Stage::User, e, "setgroups"))?;
+    }
+    let gid = Gid::from_raw(plan.gid);
+    setresgid(gid, gid, gid).map_err(|e| Fail::new(Stage::User, e, format!("setresgid {gid}")))?;
+    let uid = Uid::from_raw(plan.uid);
+    setresuid(uid, uid, uid).map_err(|e| Fail::new(Stage::User, e, format!("setresuid {uid}")))?;
+    if let Some(c) = &plan.caps {
+        prctl::set_keepcaps(false).map_err(|e| Fail::new(Stage::User, e, "keepcaps"))?;
+        // Effective must stay within permitted at every step: shrink effective first.
+        let effective: CapsHashSet = c.effective.intersection(&c.permitted).copied().collect();
+        caps::set(None, CapSet::Effective, &effective)
+            .map_err(caps_err(Stage::Capabilities, "effective"))?;
+        caps::set(None, CapSet::Permitted, &c.permitted)
+            .map_err(caps_err(Stage::Capabilities, "permitted"))?;
+        caps::set(None, CapSet::Inheritable, &c.inheritable)
+            .map_err(caps_err(Stage::Capabilities, "inheritable"))?;
+        caps::clear(None, CapSet::Ambient).map_err(caps_err(Stage::Capabilities, "ambient"))?;
+        for cap in &c.ambient {
+            caps::raise(None, CapSet::Ambient, *cap)
+                .map_err(caps_err(Stage::Capabilities, "ambient"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `execve` the command, searching the spec's PATH when it has no slash. Like execvp: a
+/// permission error is remembered while later directories are tried.
+fn exec(plan: &Plan) -> Result<Never, Fail> {
+    let Some(arg0) = plan.args.first() else {
+        return Err(Fail::new(Stage::Exec, Errno::ENOENT, ""));
+    };
+    let name = arg0.to_string_lossy().into_owned();
+    if name.contains('/') {
+        let e = execve(arg0, &plan.args, &plan.env).unwrap_err_errno();
+        return Err(Fail::new(Stage::Exec, e, name));
+    }
+    let mut seen_eacces = None;
+    for dir in &plan.path_dirs {
+        let Ok(cand) = CString::new(dir.join(&name).into_os_string().into_encoded_bytes()) else {
+            continue;
+        };
+        match execve(&cand, &plan.args, &plan.env).unwrap_err_errno() {
+            Errno::ENOENT | Errno::ENOTDIR => {}
+            e @ (Errno::EACCES | Errno::EPERM) => seen_eacces = Some(e),
+            e => return Err(Fail::new(Stage::Exec, e, name)),
+        }
+    }
+    Err(Fail::new(
+        Stage::Exec,
+        seen_eacces.unwrap_or(Errno::ENOENT),
+        name,
+    ))
+}
+
+trait ErrnoOnly {
+    fn unwrap_err_errno(self) -> Errno;
+}
+
+impl ErrnoOnly for nix::Result<std::convert::Infallible> {
+    fn unwrap_err_errno(self) -> Errno {
+        match self {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+}
+
+/// Bring up the loopback interface of a new network namespace.
+fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq that we own.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(Errno::last());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req);
+        }
+        let err = Errno::last();
+        libc::close(sock);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
