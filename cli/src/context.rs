@@ -1,0 +1,137 @@
+//! What every command shares: where containerd is, aac's state folders, launching monitors.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use aac_runtime::containerd::{self, Client};
+use aac_runtime::monitor::StartOutcome;
+use aac_runtime::record::{ContainerRecord, ContainerdTarget};
+use aac_runtime::state::StateDirs;
+use anyhow::{anyhow, Context as _};
+use clap::Args;
+
+/// Options of every command that talks to containerd.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// containerd socket (default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock).
+    #[arg(long, global = true, value_name = "SOCKET")]
+    pub address: Option<PathBuf>,
+    /// containerd namespace (default: $AAC_NAMESPACE, else "aac").
+    #[arg(long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+}
+
+pub struct Ctx {
+    pub global: Global,
+    pub dirs: StateDirs,
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> Ctx {
+        Ctx {
+            global,
+            dirs: StateDirs::from_env(),
+        }
+    }
+
+    pub fn containerd_target(&self) -> ContainerdTarget {
+        ContainerdTarget {
+            address: containerd::default_address(self.global.address.as_deref()),
+            namespace: containerd::default_namespace(self.global.namespace.as_deref()),
+        }
+    }
+
+    /// Connect to containerd; the error says where it looked and how to start it.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let t = self.containerd_target();
+        Ok(Client::connect(&t.address, &t.namespace).await?)
+    }
+
+    /// Connect to the containerd a container was created on.
+    pub async fn client_for(&self, rec: &ContainerRecord) -> anyhow::Result<Client> {
+        match &rec.containerd {
+            Some(t) => Ok(Client::connect(&t.address, &t.namespace).await?),
+            None => self.client().await,
+        }
+    }
+}
+
+/// The aac-shim binary: `$AAC_SHIM`, next to this executable, else on PATH.
+pub fn shim_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("AAC_SHIM") {
+        return PathBuf::from(p);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let p = dir.join("aac-shim");
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from("aac-shim")
+}
+
+/// Start the monitor of container `id` in its own session and wait for its first report.
+pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome> {
+    let run_dir = dirs.container_run_dir(id);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating {}", run_dir.display()))?;
+    let log_path = run_dir.join("shim.log");
+    let shim_log = File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the sync pipe")?;
+    let write_fd = write_end.as_raw_fd();
+    let mut cmd = Command::new(shim_binary());
+    cmd.arg("--id")
+        .arg(id)
+        .arg("--run-dir")
+        .arg(&dirs.run)
+        .arg("--data-dir")
+        .arg(&dirs.data)
+        .env("AAC_SYNC_FD", "3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(shim_log);
+    // SAFETY: only async-signal-safe calls (setsid, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if nix::libc::dup2(write_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", shim_binary().display()))?;
+    drop(write_end);
+    // The monitor lives on in its own session; reap it in the background if we outlive it.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    let mut line = String::new();
+    // SAFETY: read_end is an owned pipe descriptor we just created.
+    let mut f = unsafe { File::from_raw_fd(OwnedFd::from(read_end).as_raw_fd()) };
+    let r = f.read_to_string(&mut line);
+    std::mem::forget(f);
+    r.context("reading the monitor's report")?;
+    match serde_json::from_str::<StartOutcome>(line.trim()) {
+        Ok(o) => Ok(o),
+        Err(_) => {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            Err(anyhow!(
+                "the monitor (aac-shim) exited without reporting: {}",
+                log.trim()
+            ))
+        }
+    }
+}
