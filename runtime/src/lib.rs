@@ -5,6 +5,7 @@ pub mod agent;
 pub mod health;
 pub mod image_config;
 pub mod logs;
+pub mod network;
 pub mod spec;
 pub mod state;
 pub mod status;
