@@ -472,20 +472,21 @@ struct Rollback<'a> {
     id: &'a str,
     netns: Option<PathBuf>,
     record: bool,
-    cni: Option<(Value, Value)>,
+    /// conflist, runtime config, ADD result: set once the chain ADD succeeded.
+    cni: Option<(Value, Value, Value)>,
     loopback: bool,
 }
 
 impl Rollback<'_> {
     fn run(self) {
         let plugins = PluginDirs::from_env();
-        if let (Some(ns), Some((list, rc))) = (&self.netns, &self.cni) {
+        if let (Some(ns), Some((list, rc, result))) = (&self.netns, &self.cni) {
             let inv = cni::Invocation {
                 container_id: self.id,
                 netns: ns,
                 ifname: CONTAINER_IFNAME,
             };
-            for e in cni::del_list(&plugins, inv, list, rc, None) {
+            for e in cni::del_list(&plugins, inv, list, rc, Some(result)) {
                 tracing::warn!(container = self.id, "rollback: {e}");
             }
         }
@@ -634,7 +635,6 @@ fn attach_steps(
     }
 
     if let Some(ns) = record.netns.clone() {
-        rb.loopback = true;
         record.loopback = true;
         cni::add_list(
             &plugins,
@@ -646,14 +646,16 @@ fn attach_steps(
             &loopback_list(),
             &json!({}),
         )?;
+        rb.loopback = true;
         if let Some(list) = record.conflist.clone() {
-            rb.cni = Some((list.clone(), record.runtime_config.clone()));
             let inv = cni::Invocation {
                 container_id: id,
                 netns: &ns,
                 ifname: CONTAINER_IFNAME,
             };
+            // add_list undoes its own partial work when it fails.
             let result = cni::add_list(&plugins, inv, &list, &record.runtime_config)?;
+            rb.cni = Some((list.clone(), record.runtime_config.clone(), result.clone()));
             let parsed = CniResult::parse(&result).map_err(|source| NetError::BadResult {
                 plugin: "bridge".into(),
                 source,
