@@ -500,3 +500,123 @@ fn fifty_attach_detach_cycles_leave_nothing_behind() {
     assert_nothing_left(&env, &all, &net);
     network::remove_network(&env.dirs, &net).unwrap();
 }
+
+#[test]
+fn a_failed_attach_rolls_back_everything() {
+    let Some(env) = env() else { return };
+    let net = net_name("fail");
+    let def = network::create_network(&env.dirs, &net, Some(&subnet(4))).unwrap();
+    // Point the network at a device that exists but is not a bridge: the bridge plugin fails
+    // after the namespace, the record and the loopback plugin are done.
+    let path = env.dirs.data.join("networks").join(format!("{net}.json"));
+    let mut broken = def.clone();
+    broken.bridge = "lo".into();
+    std::fs::write(&path, serde_json::to_vec(&broken).unwrap()).unwrap();
+    let id = new_id();
+    let err = attach(
+        &env,
+        &id,
+        "doomed",
+        &NetworkMode::Named(net.clone()),
+        &[tcp(80, 0)],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, NetError::Plugin { ref plugin, .. } if plugin == "bridge"),
+        "{err}"
+    );
+    assert!(network::attachment(&env.dirs, &id).unwrap().is_none());
+    assert_nothing_left(&env, std::slice::from_ref(&id), &net);
+    std::fs::write(&path, serde_json::to_vec(&def).unwrap()).unwrap();
+    network::remove_network(&env.dirs, &net).unwrap();
+}
+
+#[test]
+fn detach_after_a_crash_mid_attach_cleans_everything() {
+    let Some(env) = env() else { return };
+    let net = net_name("crash");
+    network::create_network(&env.dirs, &net, Some(&subnet(5))).unwrap();
+    let id = new_id();
+    attach(
+        &env,
+        &id,
+        "crashy",
+        &NetworkMode::Named(net.clone()),
+        &[tcp(80, 0)],
+    )
+    .unwrap();
+    // As if aac died after the CNI ADD but before it recorded the result.
+    let path = env
+        .dirs
+        .data
+        .join("networks/attachments")
+        .join(format!("{id}.json"));
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    rec.as_object_mut().unwrap().remove("result");
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    network::detach(&env.dirs, &id).unwrap();
+    assert_nothing_left(&env, std::slice::from_ref(&id), &net);
+    network::remove_network(&env.dirs, &net).unwrap();
+}
+
+#[test]
+fn detach_succeeds_when_the_namespace_is_already_gone() {
+    let Some(env) = env() else { return };
+    let net = net_name("gone");
+    network::create_network(&env.dirs, &net, Some(&subnet(6))).unwrap();
+    let id = new_id();
+    let att = attach(
+        &env,
+        &id,
+        "ghost",
+        &NetworkMode::Named(net.clone()),
+        &[tcp(80, 0)],
+    )
+    .unwrap();
+    // As after a reboot: the namespace is gone, the record is not.
+    netns::remove(att.netns_path.as_deref().unwrap()).unwrap();
+    network::detach(&env.dirs, &id).unwrap();
+    let rules = String::from_utf8(Command::new("iptables-save").output().unwrap().stdout).unwrap();
+    let left: Vec<&str> = rules.lines().filter(|l| l.contains(id.as_str())).collect();
+    // The bridge plugin (v1.1) learns the masquerade rules' addresses from the namespace's
+    // interface, so without the namespace it leaves them (after a real reboot they are gone
+    // anyway). Everything else must be gone.
+    let unexpected: Vec<&&str> = left
+        .iter()
+        .filter(|l| {
+            !l.contains("MASQUERADE") && !l.contains("-d ") && !l.starts_with("-A POSTROUTING -s")
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:?}");
+    assert!(network::list_attachments(&env.dirs).unwrap().is_empty());
+    let ipam = env.dirs.data.join("cni/networks").join(&net);
+    let allocs = std::fs::read_dir(&ipam)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .count();
+    assert_eq!(allocs, 0);
+    // Test-only cleanup of those rules, so the host is left as it was.
+    for l in left.iter().filter(|l| l.starts_with("-A POSTROUTING")) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("iptables -t nat -D {} 2>/dev/null", &l[3..]))
+            .status();
+    }
+    for l in &left {
+        if let Some(chain) = l
+            .split_whitespace()
+            .nth(1)
+            .filter(|c| c.starts_with("CNI-"))
+        {
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-F", chain])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-t", "nat", "-X", chain])
+                .status();
+        }
+    }
+    network::remove_network(&env.dirs, &net).unwrap();
+}
