@@ -10,6 +10,7 @@ pub mod logs;
 pub mod monitor;
 pub mod record;
 pub mod process;
+pub mod network;
 pub mod spec;
 pub mod state;
 pub mod stats;
