@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -80,11 +80,10 @@ pub fn shim_binary() -> PathBuf {
 /// Start the monitor of container `id` in its own session and wait for its first report.
 pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome> {
     let run_dir = dirs.container_run_dir(id);
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let log_path = run_dir.join("shim.log");
-    let shim_log = File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    let shim_log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the sync pipe")?;
     let write_fd = write_end.as_raw_fd();
@@ -119,11 +118,9 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
         let _ = child.wait();
     });
     let mut line = String::new();
-    // SAFETY: read_end is an owned pipe descriptor we just created.
-    let mut f = unsafe { File::from_raw_fd(OwnedFd::from(read_end).as_raw_fd()) };
-    let r = f.read_to_string(&mut line);
-    std::mem::forget(f);
-    r.context("reading the monitor's report")?;
+    File::from(read_end)
+        .read_to_string(&mut line)
+        .context("reading the monitor's report")?;
     match serde_json::from_str::<StartOutcome>(line.trim()) {
         Ok(o) => Ok(o),
         Err(_) => {

@@ -1,12 +1,11 @@
 //! docker-style exit codes: 125 when aac itself fails, 126 when the command cannot be
-//! executed, 127 when it is not found; otherwise the container's own status.
+//! executed, 127 when it is not found (the backends report those two); otherwise the
+//! container's own status.
 
 use std::process::ExitCode;
 
 /// aac failed (bad input, runtime unreachable, ...).
 pub const EXIT_AAC: u8 = 125;
-/// The container's command exists but cannot be executed.
-pub const EXIT_NOT_EXECUTABLE: u8 = 126;
 /// The container's command was not found.
 pub const EXIT_NOT_FOUND: u8 = 127;
 
@@ -36,9 +35,9 @@ impl CliError {
     }
 }
 
-impl From<anyhow::Error> for CliError {
-    fn from(e: anyhow::Error) -> Self {
-        CliError::aac(e)
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::aac(e.into())
     }
 }
 

@@ -2,7 +2,12 @@
 //! processes, without a daemon of its own.
 
 mod agent_input;
+mod containers;
+mod context;
 mod exit;
+mod images;
+mod run;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -26,6 +31,9 @@ struct Cli {
     #[arg(long, global = true, env = "AAC_LOG", default_value = "warn")]
     log_level: String,
 
+    #[command(flatten)]
+    global: context::Global,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -35,19 +43,73 @@ enum Command {
     /// Check an agent.yaml and print every problem with file:line:column (exit 1 if any).
     Validate(agent_input::ValidateArgs),
     /// Print the OCI runtime spec (config.json) aac would run for an agent.
-    Spec(agent_input::SpecArgs),
+    Spec(Box<agent_input::SpecArgs>),
+    /// Run a command in a new container from an image (docker-style flags).
+    Run(Box<run::RunArgs>),
+    /// Run the agent an agent.yaml describes.
+    Up(Box<run::UpArgs>),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Stop containers: SIGTERM, then SIGKILL after the grace period.
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Show everything aac knows about containers, as JSON.
+    Inspect(containers::NamesArgs),
+    /// Wait until containers exit and print their exit codes.
+    Wait(containers::NamesArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
+    let ctx = context::Ctx::new(cli.global);
     let result = match cli.command {
         Command::Validate(a) => agent_input::validate(a),
-        Command::Spec(a) => agent_input::spec(a),
+        Command::Spec(a) => agent_input::spec(*a),
+        other => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(dispatch(&ctx, other)),
+            Err(e) => Err(CliError::aac(e.into())),
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => e.report(),
+    }
+}
+
+async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
+    match command {
+        Command::Validate(_) | Command::Spec(_) => Ok(0),
+        Command::Run(a) => run::run(ctx, *a).await,
+        Command::Up(a) => run::up(ctx, *a).await,
+        Command::Ps(a) => containers::ps(ctx, a).await,
+        Command::Stop(a) => containers::stop(ctx, a).await,
+        Command::Kill(a) => containers::kill(ctx, a).await,
+        Command::Rm(a) => containers::rm(ctx, a).await,
+        Command::Inspect(a) => containers::inspect(ctx, a).await,
+        Command::Wait(a) => containers::wait(ctx, a).await,
+        Command::Logs(a) => containers::logs(ctx, a).await,
+        Command::Exec(a) => containers::exec(ctx, a).await,
+        Command::Images(a) => images::list(ctx, a).await,
+        Command::Image(images::ImageCommand::Ls(a)) => images::list(ctx, a).await,
+        Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
+        Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
     }
 }
 

@@ -18,7 +18,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(name = "aac-shim", version, about = "Monitor of one aac container (started by aac)")]
+#[command(
+    name = "aac-shim",
+    version,
+    about = "Monitor of one aac container (started by aac)"
+)]
 struct Args {
     /// Container ID.
     #[arg(long)]
