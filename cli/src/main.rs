@@ -6,6 +6,7 @@ mod containers;
 mod context;
 mod exit;
 mod images;
+mod networks;
 mod run;
 mod terminal;
 
@@ -69,6 +70,9 @@ enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
         Command::Image(images::ImageCommand::Ls(a)) => images::list(ctx, a).await,
         Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
         Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
+        Command::Network(c) => networks::run(ctx, c),
     }
 }
 

@@ -327,22 +327,28 @@ pub async fn run<T: Task>(
                 }
                 Err(e) => {
                     let code = e.exit_code();
-                    if let Some((o, r)) = pumps.finish().await {
-                        drop((o, r));
+                    let _ = pumps.finish().await;
+                    if first {
+                        // Nothing ran: undo the backend's side; the launcher, told below,
+                        // undoes its own (records, name, network).
+                        if let Err(re) = task.remove().await {
+                            tracing::warn!("rolling back container {id}: {re}");
+                        }
+                        report.failed(code, &e.to_string());
+                        return Err(e);
                     }
                     status.phase = Phase::Exited;
                     status.exit_code = Some(code);
                     status.error = Some(e.to_string());
                     status.finished_at = Some(format_time(SystemTime::now()));
                     status.pid = None;
+                    status.monitor_pid = None;
                     record::save_status(dirs, id, &status)?;
-                    if first {
-                        report.failed(code, &e.to_string());
-                    }
                     record_event(
                         dirs,
                         Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
                     );
+                    release_network(dirs, id);
                     if rec.auto_remove {
                         remove_all(dirs, rec, task).await;
                     }
@@ -485,14 +491,45 @@ pub async fn run<T: Task>(
     }
     status.monitor_pid = None;
     record::save_status(dirs, id, &status)?;
+    // Gone for good: give back its address, port mappings and namespace.
+    release_network(dirs, id);
     if rec.auto_remove {
         remove_all(dirs, rec, task).await;
     }
     Ok(())
 }
 
+fn release_network(dirs: &StateDirs, id: &str) {
+    if let Err(e) = crate::network::detach(dirs, id) {
+        tracing::warn!("releasing the network of {id}: {e}");
+    }
+}
+
+/// Wait (bounded) until no foreground `aac run` holds the container's attach lock, so it can
+/// read the final status before the records go.
+fn wait_for_attached_cli(dirs: &StateDirs, id: &str) {
+    let path = dirs.container_run_dir(id).join("attach.lock");
+    let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut f = f;
+    loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(_lock) => return,
+            Err((back, _)) => f = back,
+        }
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `--rm`: the container, its records, its name.
 pub async fn remove_all<T: Task>(dirs: &StateDirs, rec: &ContainerRecord, task: &T) {
+    wait_for_attached_cli(dirs, &rec.id);
+    release_network(dirs, &rec.id);
     if let Err(e) = task.remove().await {
         tracing::warn!("removing container {}: {e}", rec.id);
     }
