@@ -253,7 +253,7 @@ fn validate_id(id: &str) -> Result<(), NetError> {
 // ---------------------------------------------------------------------------------------------
 // Networks
 
-/// Create the default network `aac` (bridge `aac0`) unless it exists.
+/// Create the default network `aac` (bridge `aac0`, or `$AAC_DEFAULT_BRIDGE`) unless it exists.
 pub fn ensure_default_network(dirs: &StateDirs) -> Result<NetworkDef, NetError> {
     let _lock = lock(dirs)?;
     ensure_default_locked(dirs)
@@ -273,7 +273,11 @@ fn ensure_default_locked(dirs: &StateDirs) -> Result<NetworkDef, NetError> {
         name: DEFAULT_NETWORK.to_string(),
         gateway: defs::gateway_of(&subnet),
         subnet,
-        bridge: DEFAULT_BRIDGE.to_string(),
+        // A second aac state on one host (tests, a rootless user) needs a bridge of its own.
+        bridge: std::env::var("AAC_DEFAULT_BRIDGE")
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= 15)
+            .unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
         created: defs::now_rfc3339(),
         labels: BTreeMap::new(),
     };
