@@ -203,6 +203,25 @@ fn parse_signal(s: &str) -> anyhow::Result<i32> {
         .map_err(|_| anyhow!("{s:?} is not a signal"))
 }
 
+/// Signal a container that may exit at any moment: failing because it is already gone is
+/// success.
+async fn signal_running(ctx: &Ctx, e: &Entry, signal: i32) -> anyhow::Result<()> {
+    match signal_container(ctx, &e.rec, signal, false).await {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let cur = Entry {
+                rec: e.rec.clone(),
+                status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
+            };
+            if is_running(ctx, &cur).await {
+                Err(err)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Finish the bookkeeping of an exited container whose monitor is gone.
 async fn settle_without_monitor(ctx: &Ctx, e: &Entry) -> anyhow::Result<()> {
     if monitor_alive(&e.status) {
@@ -249,9 +268,9 @@ async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow:
     std::fs::write(record::stop_marker(&ctx.dirs, &e.rec.id), b"stop")
         .context("marking the container as stopped")?;
     if is_running(ctx, e).await {
-        signal_container(ctx, &e.rec, signal, false).await?;
+        signal_running(ctx, e, signal).await?;
         if !wait_stopped(ctx, e, grace).await {
-            signal_container(ctx, &e.rec, Signal::SIGKILL as i32, true).await?;
+            signal_running(ctx, e, Signal::SIGKILL as i32).await?;
             wait_stopped(ctx, e, Duration::from_secs(10)).await;
         }
     }
@@ -339,7 +358,7 @@ pub async fn remove(ctx: &Ctx, e: &Entry, force: bool) -> anyhow::Result<()> {
                 e.rec.name
             ));
         }
-        stop_one(ctx, e, Duration::ZERO, Signal::SIGKILL as i32).await?;
+        stop_one(ctx, e, Duration::from_secs(10), Signal::SIGKILL as i32).await?;
     }
     match e.rec.backend {
         Backend::Containerd => {

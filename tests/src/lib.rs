@@ -6,6 +6,8 @@
 //! the process exits (`atexit`). Directories of earlier runs whose test process is gone are
 //! swept on start (their containerd is killed, mounts detached, files removed).
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
