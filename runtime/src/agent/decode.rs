@@ -1168,7 +1168,11 @@ mod tests {
     fn every_example_loads() {
         let mut n = 0;
         for entry in std::fs::read_dir(examples()).unwrap() {
-            let file = entry.unwrap().path().join("agent.yaml");
+            let dir = entry.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let file = dir.join("agent.yaml");
             if let Err(d) = load_file(&file) {
                 panic!("{}:\n{d}", file.display());
             }
