@@ -331,10 +331,13 @@ impl Client {
     /// Creates a new task for an existing container (after its previous task was deleted),
     /// on the container's own snapshot. Returns the init pid.
     pub async fn create_task(&self, id: &str, stdio: &Stdio) -> Result<u32> {
-        let record = self.get_container(id).await?.ok_or_else(|| CtrdError::NotFound {
-            kind: "container",
-            name: id.to_string(),
-        })?;
+        let record = self
+            .get_container(id)
+            .await?
+            .ok_or_else(|| CtrdError::NotFound {
+                kind: "container",
+                name: id.to_string(),
+            })?;
         let key = if record.snapshot_key.is_empty() {
             id.to_string()
         } else {

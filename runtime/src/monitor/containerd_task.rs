@@ -76,7 +76,10 @@ impl CommandRunner for ContainerdTask {
                 Ok(r) => r.map(|s| s.code as i32).map_err(|e| e.to_string()),
                 Err(_) => {
                     let _ = self.client.kill_exec(self.id(), &exec_id, 9).await;
-                    Err(format!("timed out after {}", humantime::format_duration(timeout)))
+                    Err(format!(
+                        "timed out after {}",
+                        humantime::format_duration(timeout)
+                    ))
                 }
             }
         }
@@ -91,7 +94,10 @@ impl CommandRunner for ContainerdTask {
 impl Task for ContainerdTask {
     async fn start(&self, stdio: &StdioPaths) -> Result<u32, MonitorError> {
         let io = Stdio {
-            stdin: stdio.stdin.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            stdin: stdio
+                .stdin
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
             stdout: Some(stdio.stdout.to_string_lossy().into_owned()),
             stderr: (!self.record.tty).then(|| stdio.stderr.to_string_lossy().into_owned()),
             terminal: self.record.tty,

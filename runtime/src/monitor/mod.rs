@@ -100,7 +100,10 @@ pub trait Task: CommandRunner + Sync {
     fn running_pid(&self) -> impl std::future::Future<Output = Option<u32>> + Send;
     /// Wait for the main process to exit; returns the exit code (128+n for signal n).
     fn wait(&self) -> impl std::future::Future<Output = Result<i32, MonitorError>> + Send;
-    fn kill(&self, signal: i32) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
+    fn kill(
+        &self,
+        signal: i32,
+    ) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
     /// Release the exited process (keeps the container for a restart).
     fn cleanup(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
     /// Remove the container for good.
@@ -258,8 +261,10 @@ pub fn oom_kills(cgroup_path: &str) -> u64 {
     std::fs::read_to_string(dir.join(file))
         .ok()
         .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse().ok())
+            })
         })
         .unwrap_or(0)
 }
