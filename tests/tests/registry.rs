@@ -58,6 +58,10 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `user` a htpasswd (bcrypt) auth for that user and password.
     fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+        Self::start_with(user.map(Auth::Htpasswd))
+    }
+
+    fn start_with(auth: Option<Auth>) -> Option<Registry> {
         if !tools_available() {
             return None;
         }
@@ -72,7 +76,15 @@ impl Registry {
              delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
-        if let Some((u, p)) = user {
+        if let Some(Auth::Token(t)) = &auth {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    \
+                 rootcertbundle: {}\n",
+                t.realm(),
+                t.cert.display()
+            ));
+        }
+        if let Some(Auth::Htpasswd((u, p))) = auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", u, p])
                 .output()
@@ -487,4 +499,231 @@ async fn interrupted_pulls_leave_nothing() {
             .any(|i| i.name.contains("aac/busybox")),
         "no image at all"
     );
+}
+
+enum Auth<'a> {
+    Htpasswd((&'a str, &'a str)),
+    Token(&'a TokenServer),
+}
+
+const SERVICE: &str = "aac-registry";
+const ISSUER: &str = "aac-test-issuer";
+
+/// A token server implementing the registry token protocol: GET /token?scope=..&service=..
+/// with basic auth answers `{"token": <RS256 JWT>}` whose x5c certificate the registry
+/// trusts (`rootcertbundle`). Signing is done with the openssl command line tool.
+struct TokenServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    cert: PathBuf,
+    /// Scopes asked for, in order.
+    scopes: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenServer {
+    fn start(user: &'static str, password: &'static str) -> Option<TokenServer> {
+        use base64::Engine;
+        use std::io::{BufRead, BufReader, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        let cert = dir.path().join("cert.pem");
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=aac-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(ProcStdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: openssl cannot make a signing certificate");
+            return None;
+        }
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let std_b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let scopes = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = scopes.clone();
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        std::thread::spawn(move || {
+            let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let mut authorization = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let target = first.split(' ').nth(1).unwrap_or("").to_string();
+                let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                let param = |name: &str| {
+                    query
+                        .split('&')
+                        .filter_map(|kv| kv.split_once('='))
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| percent_decode(v))
+                        .unwrap_or_default()
+                };
+                let scope = param("scope");
+                seen.lock().unwrap().push(scope.clone());
+                let (status, body) = if authorization.as_deref() != Some(expected.as_str()) {
+                    (
+                        "401 Unauthorized",
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#
+                            .to_string(),
+                    )
+                } else {
+                    let access: Vec<serde_json::Value> = scope
+                        .split(' ')
+                        .filter_map(|s| {
+                            let mut parts = s.splitn(3, ':');
+                            let (t, n, a) = (parts.next()?, parts.next()?, parts.next()?);
+                            Some(serde_json::json!({"type": t, "name": n, "actions": a.split(',').collect::<Vec<_>>()}))
+                        })
+                        .collect();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header =
+                        serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [std_b64]});
+                    let claims = serde_json::json!({
+                        "iss": ISSUER, "sub": user, "aud": param("service"),
+                        "exp": now + 600, "nbf": now - 10, "iat": now,
+                        "jti": format!("{now}-{}", seen.lock().unwrap().len()),
+                        "access": access,
+                    });
+                    let input = format!(
+                        "{}.{}",
+                        url.encode(header.to_string()),
+                        url.encode(claims.to_string())
+                    );
+                    let mut sign = Command::new("openssl")
+                        .args(["dgst", "-sha256", "-sign"])
+                        .arg(&key)
+                        .stdin(ProcStdio::piped())
+                        .stdout(ProcStdio::piped())
+                        .spawn()
+                        .unwrap();
+                    sign.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(input.as_bytes())
+                        .unwrap();
+                    let sig = sign.wait_with_output().unwrap().stdout;
+                    let token = format!("{input}.{}", url.encode(sig));
+                    ("200 OK", serde_json::json!({"token": token}).to_string())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Some(TokenServer {
+            port,
+            dir,
+            cert,
+            scopes,
+        })
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn bearer_token_auth() {
+    let Some(tokens) = TokenServer::start("user", "pass") else {
+        return;
+    };
+    let Some(reg) = Registry::start_with(Some(Auth::Token(&tokens))) else {
+        return;
+    };
+    let _keep = &tokens.dir;
+    let c = client().await;
+    let remote = format!("{}/aac/bearer:1", reg.addr());
+    let good = Credentials::new("user", "pass");
+    let bad = Credentials::new("user", "nope");
+
+    let err = c.push_as(IMAGE, &remote, None, &|_| {}).await.unwrap_err();
+    assert!(
+        matches!(err, CtrdError::Registry(RegistryError::AuthRequired { .. })),
+        "{err:?}"
+    );
+    c.push_as(IMAGE, &remote, Some(&good), &|_| {})
+        .await
+        .unwrap();
+    assert!(
+        tokens
+            .scopes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s == "repository:aac/bearer:pull,push"),
+        "{:?}",
+        tokens.scopes.lock().unwrap()
+    );
+
+    let fresh = fresh_client("bearer").await;
+    let err = fresh.pull(&remote, None, &|_| {}).await.unwrap_err();
+    assert!(
+        matches!(err, CtrdError::Registry(RegistryError::AuthRequired { .. })),
+        "{err:?}"
+    );
+    let err = fresh.pull(&remote, Some(&bad), &|_| {}).await.unwrap_err();
+    assert!(
+        matches!(err, CtrdError::Registry(RegistryError::Unauthorized { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("bad credentials"), "{err}");
+    assert_nothing_left(&fresh, &remote).await;
+    let s = fresh.pull(&remote, Some(&good), &|_| {}).await.unwrap();
+    assert_eq!(s.name, remote);
+    assert_eq!(run_echo(&fresh, &remote, "bearer").await, "bearer\n");
 }
