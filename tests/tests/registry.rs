@@ -727,3 +727,66 @@ async fn bearer_token_auth() {
     assert_eq!(s.name, remote);
     assert_eq!(run_echo(&fresh, &remote, "bearer").await, "bearer\n");
 }
+
+#[tokio::test]
+async fn pull_resolves_an_index_to_this_platform() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let c = client().await;
+    let pushed = c
+        .push_as(
+            IMAGE,
+            &format!("{}/aac/multi:single", reg.addr()),
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    // An index with a foreign platform first and ours second, put by hand.
+    let arch = aac_runtime::containerd::host_arch();
+    let other = if arch == "amd64" { "arm64" } else { "amd64" };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": pushed.media_type, "digest": pushed.digest, "size": pushed.size,
+             "platform": {"architecture": other, "os": "linux"}},
+            {"mediaType": pushed.media_type, "digest": pushed.digest, "size": pushed.size,
+             "platform": {"architecture": arch, "os": "linux"}},
+        ],
+    })
+    .to_string();
+    let resp = ureq::put(format!(
+        "http://{}/v2/aac/multi/manifests/latest",
+        reg.addr()
+    ))
+    .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+    .send(index.as_bytes())
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+
+    let fresh = fresh_client("index").await;
+    let remote = format!("{}/aac/multi", reg.addr());
+    let s = fresh.pull(&remote, None, &|_| {}).await.unwrap();
+    assert_eq!(s.name, format!("{remote}:latest"));
+    assert_eq!(s.media_type, "application/vnd.oci.image.index.v1+json");
+    assert_eq!(s.size, index.len() as i64);
+    // Deleting the pull's lease schedules a GC: give it time; the GC labels must keep the
+    // index, the manifest, its config and layers and the snapshots alive.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(fresh.image_config(&remote).await.unwrap(), image_config());
+    assert_eq!(run_echo(&fresh, &remote, "indexed").await, "indexed\n");
+    assert_no_lease(&fresh, &s.name).await;
+    // Pushing an image whose target is an index pushes this platform's manifest.
+    let back = fresh
+        .push_as(
+            &remote,
+            &format!("{}/aac/multi:flat", reg.addr()),
+            None,
+            &|_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.digest, pushed.digest);
+}

@@ -16,5 +16,5 @@ pub use error::{CtrdError, Result};
 pub use images::{
     host_arch, no_progress, normalize_reference, Descriptor, ImageSummary, Platform, Progress,
 };
-pub use registry::{Credentials, Reference, RegistryError};
+pub use registry::{Credentials, Reference, RegistryError, INSECURE_REGISTRIES_ENV};
 pub use unpack::chain_ids;
