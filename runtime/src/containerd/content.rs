@@ -22,6 +22,9 @@ const MAX_DOCUMENT: usize = 16 << 20;
 pub(crate) enum BlobSource {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// Chunks from a producer (e.g. an HTTP download); an `Err` aborts the write before its
+    /// commit, so nothing is stored.
+    Stream(tokio::sync::mpsc::Receiver<Result<Vec<u8>>>),
 }
 
 /// sha256 digest string `sha256:<hex>` of `data`.
@@ -145,6 +148,23 @@ impl Client {
                         if filled < CHUNK {
                             break;
                         }
+                    }
+                }
+                BlobSource::Stream(mut chunks) => {
+                    while let Some(chunk) = chunks.recv().await {
+                        let chunk = chunk?;
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                        let n = chunk.len() as i64;
+                        if tx
+                            .send(base(WriteAction::Write, offset, chunk))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                        offset += n;
                     }
                 }
             }

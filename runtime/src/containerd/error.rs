@@ -58,6 +58,10 @@ pub enum CtrdError {
     #[error("invalid image reference {0:?}")]
     InvalidReference(String),
 
+    /// Talking to an image registry failed (pull/push).
+    #[error(transparent)]
+    Registry(#[from] super::registry::RegistryError),
+
     /// A gRPC call failed.
     #[error("containerd {op} failed: {code:?}: {message}")]
     Grpc {

@@ -83,30 +83,30 @@ pub struct Platform {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
+pub(crate) struct Manifest {
     #[serde(rename = "schemaVersion")]
-    schema_version: u32,
+    pub(crate) schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
+    pub(crate) media_type: Option<String>,
+    pub(crate) config: Descriptor,
+    pub(crate) layers: Vec<Descriptor>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Index {
+pub(crate) struct Index {
     #[serde(rename = "schemaVersion")]
-    schema_version: u32,
+    pub(crate) schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    manifests: Vec<Descriptor>,
+    pub(crate) media_type: Option<String>,
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct RootFs {
+pub(crate) struct RootFs {
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
-    diff_ids: Vec<String>,
+    pub(crate) diff_ids: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -131,7 +131,7 @@ struct ConfigSection {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct ConfigDoc {
+pub(crate) struct ConfigDoc {
     #[serde(default)]
     architecture: String,
     #[serde(default)]
@@ -139,7 +139,7 @@ struct ConfigDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     config: Option<ConfigSection>,
     #[serde(default)]
-    rootfs: RootFs,
+    pub(crate) rootfs: RootFs,
 }
 
 impl From<&ImageConfig> for ConfigSection {
@@ -215,7 +215,7 @@ pub fn normalize_reference(reference: &str) -> Result<String> {
     }
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(data: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| CtrdError::json(format!("parse {what}"), e))
 }
 
@@ -239,12 +239,12 @@ fn summary(img: Image) -> ImageSummary {
     }
 }
 
-fn is_index(media_type: &str) -> bool {
+pub(crate) fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST
 }
 
 /// Picks the manifest of this platform from an index.
-fn pick_platform(index: &Index) -> Result<Descriptor> {
+pub(crate) fn pick_platform(index: &Index) -> Result<Descriptor> {
     let arch = host_arch();
     let found = index.manifests.iter().find(|d| match &d.platform {
         Some(p) => p.os == "linux" && p.architecture == arch,
@@ -262,7 +262,7 @@ fn pick_platform(index: &Index) -> Result<Descriptor> {
 }
 
 /// Labels that keep a manifest's config and layers alive.
-fn manifest_gc_labels(m: &Manifest) -> HashMap<String, String> {
+pub(crate) fn manifest_gc_labels(m: &Manifest) -> HashMap<String, String> {
     let mut labels = HashMap::new();
     labels.insert(
         "containerd.io/gc.ref.content.config".to_string(),
@@ -277,7 +277,7 @@ fn manifest_gc_labels(m: &Manifest) -> HashMap<String, String> {
     labels
 }
 
-fn config_gc_labels(diff_ids: &[String]) -> HashMap<String, String> {
+pub(crate) fn config_gc_labels(diff_ids: &[String]) -> HashMap<String, String> {
     let mut labels = HashMap::new();
     if let Some(top) = chain_ids(diff_ids).last() {
         labels.insert(
@@ -435,7 +435,7 @@ impl Client {
         Ok(r.images.into_iter().map(summary).collect())
     }
 
-    async fn get_image(&self, name: &str) -> Result<Option<Image>> {
+    pub(crate) async fn get_image(&self, name: &str) -> Result<Option<Image>> {
         let images = self.images();
         let r = self
             .retry("Images.Get", || {
@@ -542,7 +542,12 @@ impl Client {
     }
 
     /// Creates the image `name` pointing at `target`, or repoints an existing one.
-    async fn put_image(&self, lease: &str, name: &str, target: Descriptor) -> Result<ImageSummary> {
+    pub(crate) async fn put_image(
+        &self,
+        lease: &str,
+        name: &str,
+        target: Descriptor,
+    ) -> Result<ImageSummary> {
         let image = Image {
             name: name.to_string(),
             labels: HashMap::new(),

@@ -5,6 +5,7 @@ mod containers;
 mod content;
 mod error;
 mod images;
+mod registry;
 mod unpack;
 
 pub use client::{
@@ -15,4 +16,5 @@ pub use error::{CtrdError, Result};
 pub use images::{
     host_arch, no_progress, normalize_reference, Descriptor, ImageSummary, Platform, Progress,
 };
+pub use registry::{Credentials, Reference, RegistryError, INSECURE_REGISTRIES_ENV};
 pub use unpack::chain_ids;
