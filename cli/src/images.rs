@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use aac_runtime::containerd::Progress;
+use aac_runtime::containerd::{Credentials, Progress};
 use aac_runtime::image_config::ImageConfig;
 use aac_runtime::status::human_duration;
 use anyhow::anyhow;
@@ -25,6 +25,18 @@ pub enum ImageCommand {
     Rm(ImageRmArgs),
     /// Import an OCI layout or `docker save` archive (gzip or not), or a folder with --rootfs.
     Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Registry user (default: $AAC_REGISTRY_USER).
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// Registry password (default: $AAC_REGISTRY_PASSWORD).
+    #[arg(long, short = 'p')]
+    pub password: Option<String>,
+    /// Image reference: `busybox`, `127.0.0.1:5000/team/agent:1.0`, `name@sha256:...`.
+    pub reference: String,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +147,33 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> CliResult<u8> {
     for n in names {
         println!("{n}");
     }
+    Ok(0)
+}
+
+pub async fn pull(ctx: &Ctx, args: PullArgs) -> CliResult<u8> {
+    let client = ctx.client().await?;
+    let creds = match (args.username, args.password) {
+        (Some(u), Some(p)) => Some(Credentials::new(u, p)),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(CliError::aac(anyhow!(
+                "--username and --password go together"
+            )))
+        }
+        (None, None) => Credentials::from_env(),
+    };
+    let pb = progress();
+    let report = |p: Progress| {
+        if let Some(pb) = &pb {
+            pb.set_message(describe(&p));
+        }
+    };
+    let image = client
+        .pull(&args.reference, creds.as_ref(), &report)
+        .await?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    println!("{}", image.name);
     Ok(0)
 }
 

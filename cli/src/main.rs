@@ -67,6 +67,8 @@ enum Command {
     Exec(containers::ExecArgs),
     /// List images.
     Images(images::ImagesArgs),
+    /// Pull an image from an OCI registry.
+    Pull(images::PullArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -111,6 +113,7 @@ async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
         Command::Logs(a) => containers::logs(ctx, a).await,
         Command::Exec(a) => containers::exec(ctx, a).await,
         Command::Images(a) => images::list(ctx, a).await,
+        Command::Pull(a) => images::pull(ctx, a).await,
         Command::Image(images::ImageCommand::Ls(a)) => images::list(ctx, a).await,
         Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
         Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
