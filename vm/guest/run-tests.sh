@@ -86,8 +86,9 @@ smoke_rootfs=$(mktemp -d)
 mkdir -p "$smoke_rootfs"/{bin,proc,sys,dev,tmp,etc}
 cp /bin/busybox "$smoke_rootfs/bin/busybox"
 ln -s busybox "$smoke_rootfs/bin/sh"
-# Reads memory.max, then holds 200 MB in a shell variable: must be OOM-killed under 64M.
-smoke_cmd='busybox cat /sys/fs/cgroup/memory.max; x=$(busybox head -c 200000000 /dev/zero | busybox tr "\000" a); echo survived ${#x}'
+# Reads its memory.max (with or without a cgroup namespace), then holds 200 MB in a shell variable: must be OOM-killed under 64M.
+smoke_cmd='cg=$(busybox cut -d: -f3 /proc/self/cgroup); for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup$cg/memory.max; do [ -r $f ] && { busybox cat $f; break; }; done || { echo "no memory.max; cgroup $cg"; busybox grep cgroup /proc/self/mountinfo; busybox ls /sys/fs/cgroup; }
+x=$(busybox head -c 200000000 /dev/zero | busybox tr "\000" a); echo survived ${#x}'
 if aac run --help >/dev/null 2>&1; then
   aac image import --rootfs "$smoke_rootfs" aac-busybox:latest
   out=$(timeout 120 aac run --rm --memory 64m aac-busybox:latest /bin/busybox sh -c "$smoke_cmd" 2>&1)
@@ -95,9 +96,11 @@ if aac run --help >/dev/null 2>&1; then
   tool="aac run --memory 64m"
 else
   # PLACEHOLDER until aac's CLI has `run`: the same check through ctr directly. Remove this
-  # branch once `aac run` exists (the branch above then always runs).
-  out=$(timeout 120 ctr run --rm --rootfs "$smoke_rootfs" --memory-limit $((64 << 20)) \
-    "aac-smoke-$$" /bin/busybox sh -c "$smoke_cmd" 2>&1)
+  # branch once `aac run` exists (the branch above then always runs). ctr's default spec has
+  # no cgroup mount (nor a cgroup namespace): the host's tree is bound read-only instead.
+  out=$(timeout 120 ctr run --rm --memory-limit $((64 << 20)) \
+    --mount type=bind,src=/sys/fs/cgroup,dst=/sys/fs/cgroup,options=rbind:ro --rootfs \
+    "$smoke_rootfs" "aac-smoke-$$" /bin/busybox sh -c "$smoke_cmd" 2>&1)
   rc=$?
   tool="ctr run --memory-limit 64M (placeholder)"
 fi
