@@ -26,8 +26,10 @@ t0=$(date +%s)
 timeout_s=${AAC_VM_TIMEOUT:-1500}
 
 # --- build -----------------------------------------------------------------------------
-packages=$(cargo metadata --no-deps --format-version 1 |
-  python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))')
+metadata=$(cargo metadata --no-deps --format-version 1)
+packages=$(python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))' <<<"$metadata")
+tests_id=$(python3 -c 'import json,sys; print("".join(p["id"] for p in json.load(sys.stdin)["packages"] if p["name"] == "aac-tests"))' <<<"$metadata")
+target_dir=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' <<<"$metadata")
 has_package() { case " $packages " in *" $1 "*) return 0 ;; esac; return 1; }
 bin_args=()
 for p in aac aac-shim; do has_package "$p" && bin_args+=(-p "$p"); done
@@ -38,8 +40,11 @@ fi
 test_bins=()
 if has_package aac-tests; then
   log "cargo test --release -p aac-tests --no-run"
-  mapfile -t test_bins < <(cargo test --release -q -p aac-tests --no-run --message-format=json |
-    python3 -c '
+  # Into a file first: a failed build must fail this script (a process substitution would not).
+  build_json=$(mktemp)
+  cargo test --release -q -p aac-tests --no-run --message-format=json >"$build_json" ||
+    { rm -f "$build_json"; die "building the aac-tests test binaries failed"; }
+  mapfile -t test_bins < <(python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -50,17 +55,15 @@ for line in sys.stdin:
         continue
     if not m.get("profile", {}).get("test") or "test" not in m["target"]["kind"]:
         continue
-    # package ids look like "path+file:///.../tests#aac-tests@0.1.0" (or "aac-tests 0.1.0 (...)")
-    pid = m["package_id"]
-    if "#aac-tests@" in pid or pid.startswith("aac-tests "):
+    if m["package_id"] == sys.argv[1]:
         print(m["executable"])
-')
+' "$tests_id" <"$build_json")
+  rm -f "$build_json"
+  [ "${#test_bins[@]}" -gt 0 ] || die "cargo built no aac-tests test binaries"
 fi
 t_build=$(date +%s)
 
 # --- payload ---------------------------------------------------------------------------
-target_dir=$(cargo metadata --no-deps --format-version 1 |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 payload="$target_dir/vm/payload"
 rm -rf "$payload"
 mkdir -p "$payload/src" "$payload/target/release/deps" "$payload/results"
