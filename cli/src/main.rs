@@ -8,6 +8,7 @@ mod exit;
 mod images;
 mod networks;
 mod run;
+mod system;
 mod terminal;
 
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Check this host, prepare rootless use.
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +122,7 @@ async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
         Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
         Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
         Command::Network(c) => networks::run(ctx, c),
+        Command::System(c) => system::run(ctx, c).await,
     }
 }
 

@@ -300,7 +300,11 @@ async fn launch(
         }
     }
 
-    let host = HostLimits::current();
+    let mut host = HostLimits::current();
+    if backend == Backend::Process {
+        // runc's systemd driver is the containerd backend's; the process backend uses cgroupfs.
+        host.cgroup_driver = aac_runtime::host::CgroupDriver::Cgroupfs;
+    }
     let secrets = |name: &str, key: &str| {
         Err(format!(
             "secret {name}/{key}: no secrets store is configured on this host"

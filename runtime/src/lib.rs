@@ -5,6 +5,7 @@ pub mod agent;
 pub mod containerd;
 pub mod events;
 pub mod health;
+pub mod host;
 pub mod image_config;
 pub mod logs;
 pub mod monitor;

@@ -185,6 +185,16 @@ impl CgroupLayout {
             .find(|m| m.controllers.iter().any(|c| c == controller))
     }
 
+    /// The controllers of the v1 hierarchies (named ones such as `name=systemd` left out).
+    pub fn v1_controllers(&self) -> Vec<String> {
+        self.v1
+            .iter()
+            .flat_map(|m| m.controllers.iter())
+            .filter(|c| !c.starts_with("name="))
+            .cloned()
+            .collect()
+    }
+
     /// The cgroup2 mount point, if any.
     pub fn unified_mount(&self) -> Option<&Path> {
         self.unified.as_ref().map(|(p, _)| p.as_path())
@@ -226,7 +236,11 @@ impl CgroupLayout {
 }
 
 /// `cgroup_path` without its leading `/`, refusing `..` so that input cannot leave the tree.
+/// runc's systemd form (`system.slice:aac:<id>`) is first mapped to the scope's directory.
 fn relative(cgroup_path: &str) -> Result<String, StatsError> {
+    let mapped = crate::host::cgroup_fs_path(cgroup_path)
+        .ok_or_else(|| StatsError::BadPath(cgroup_path.to_string()))?;
+    let cgroup_path = mapped.as_str();
     if !cgroup_path.starts_with('/') || cgroup_path.split('/').any(|c| c == "..") {
         return Err(StatsError::BadPath(cgroup_path.to_string()));
     }
@@ -1022,6 +1036,28 @@ mod tests {
             CgroupLayout::from_mountinfo("garbage\n\n- -").mode(),
             CgroupMode::Unified
         );
+    }
+
+    #[test]
+    fn systemd_cgroups_paths_resolve_to_their_scope() {
+        let v2 = "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let l = CgroupLayout::from_mountinfo(v2);
+        let scope = crate::host::cgroup_fs_path("system.slice:aac:x").unwrap();
+        assert_eq!(
+            l.controller_dir("memory", "system.slice:aac:x")
+                .unwrap()
+                .unwrap(),
+            (PathBuf::from(format!("/sys/fs/cgroup{scope}")), true)
+        );
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(scope, "/system.slice/aac-x.scope");
+        }
+        assert!(matches!(
+            l.controller_dir("memory", "system.slice:aac:../x"),
+            Err(StatsError::BadPath(_))
+        ));
+        let l = CgroupLayout::from_mountinfo(HYBRID);
+        assert_eq!(l.v1_controllers(), vec!["cpu", "cpuacct", "memory", "pids"]);
     }
 
     /// A cgroup2 tree laid out on disk the way the kernel shows it (the host these tests run on

@@ -41,6 +41,7 @@ fn host() -> HostLimits {
     HostLimits {
         nofile_hard: 20_000,
         cgroup_v2: false,
+        cgroup_driver: aac_runtime::host::CgroupDriver::Cgroupfs,
     }
 }
 
@@ -420,4 +421,35 @@ fn golden_specs_of_the_examples() {
         checked += 1;
     }
     assert!(checked >= 3, "only {checked} examples found");
+}
+
+#[test]
+fn systemd_driver_gives_a_slice_prefix_name_cgroups_path() {
+    let host = HostLimits {
+        cgroup_v2: true,
+        cgroup_driver: aac_runtime::host::CgroupDriver::Systemd {
+            slice: "system.slice".into(),
+        },
+        ..host()
+    };
+    let secrets = |n: &str, k: &str| Ok(format!("secret-{n}-{k}"));
+    let ctx = SpecContext {
+        container_id: "c0ffee",
+        name: "my-agent",
+        image: None,
+        host: &host,
+        volumes_dir: Path::new("/var/lib/aac/volumes"),
+        netns_path: None,
+        extra_mounts: Vec::new(),
+        terminal: false,
+        secrets: &secrets,
+    };
+    let spec = builder::build(&base_agent(), &ctx).expect("spec builds");
+    let v: Value = serde_json::from_str(&builder::to_json(&spec).unwrap()).unwrap();
+    assert_schema_valid(&v);
+    assert_eq!(v["linux"]["cgroupsPath"], "system.slice:aac:c0ffee");
+    assert_eq!(
+        aac_runtime::host::cgroup_fs_path_for("system.slice:aac:c0ffee", 0).as_deref(),
+        Some("/system.slice/aac-c0ffee.scope")
+    );
 }

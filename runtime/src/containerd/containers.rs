@@ -25,6 +25,47 @@ pub const RUNTIME: &str = "io.containerd.runc.v2";
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
+/// containerd's runc shim options (`containerd.runc.v1.Options`, which containerd-client does
+/// not generate): the fields aac sets.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(string, tag = "6")]
+    binary_name: String,
+    #[prost(string, tag = "7")]
+    root: String,
+    #[prost(bool, tag = "9")]
+    systemd_cgroup: bool,
+}
+
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+/// The runc binary the shim runs instead of the `runc` on containerd's PATH.
+pub const RUNC_BINARY_ENV: &str = "AAC_RUNC_BINARY";
+
+/// The runtime options of a container with `spec`: runc's systemd cgroup driver when the
+/// spec's cgroups path has the systemd form (`slice:prefix:name`), and `runc_binary` when
+/// given. `None` (the shim's defaults) when neither applies.
+pub fn runtime_options(spec: &oci_spec::runtime::Spec, runc_binary: Option<&str>) -> Option<Any> {
+    let systemd_cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .and_then(|p| p.to_str())
+        .is_some_and(crate::host::is_systemd_cgroups_path);
+    let binary_name = runc_binary.unwrap_or_default().to_string();
+    if !systemd_cgroup && binary_name.is_empty() {
+        return None;
+    }
+    let opts = RuncOptions {
+        binary_name,
+        root: String::new(),
+        systemd_cgroup,
+    };
+    Some(Any {
+        type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
+        value: prost::Message::encode_to_vec(&opts),
+    })
+}
+
 /// Where a task's standard streams go. Each is a path (FIFO or existing regular file), a
 /// `file:///abs` URI or a `binary:///abs?k=v` logger URI; `None` is /dev/null.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -278,7 +319,13 @@ impl Client {
             image: image.to_string(),
             runtime: Some(Runtime {
                 name: RUNTIME.to_string(),
-                options: None,
+                options: runtime_options(
+                    &req.spec,
+                    std::env::var(RUNC_BINARY_ENV)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .as_deref(),
+                ),
             }),
             spec: Some(Any {
                 type_url: SPEC_TYPE_URL.to_string(),
@@ -731,6 +778,30 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runc_options_follow_the_cgroups_path() {
+        let spec = |path: &str| {
+            let linux = oci_spec::runtime::LinuxBuilder::default()
+                .cgroups_path(std::path::PathBuf::from(path))
+                .build()
+                .unwrap();
+            oci_spec::runtime::SpecBuilder::default()
+                .linux(linux)
+                .build()
+                .unwrap()
+        };
+        assert_eq!(runtime_options(&spec("/aac/x"), None), None);
+        let any = runtime_options(&spec("system.slice:aac:x"), None).unwrap();
+        assert_eq!(any.type_url, "containerd.runc.v1.Options");
+        // field 9 (systemd_cgroup), varint 1
+        assert_eq!(any.value, vec![9 << 3, 1]);
+        let any = runtime_options(&spec("/aac/x"), Some("/r")).unwrap();
+        // field 6 (binary_name), length-delimited "/r"
+        assert_eq!(any.value, vec![6 << 3 | 2, 2, b'/', b'r']);
+        let decoded: RuncOptions = prost::Message::decode(any.value.as_slice()).unwrap();
+        assert!(!decoded.systemd_cgroup);
+    }
 
     #[test]
     fn undo_order_is_teardown_order() {

@@ -242,15 +242,18 @@ pub struct SpawnOptions {
 }
 
 impl SpawnOptions {
-    /// Defaults: inherited stdio, the host root, cgroups at the hierarchy root, rootless when
-    /// the caller is not root.
+    /// Defaults: inherited stdio, the host root, cgroups at the hierarchy root (for a rootless
+    /// caller: its `aac-<user>` subtree when one exists), rootless when the caller is not root.
     pub fn new(id: &str) -> SpawnOptions {
+        let euid = nix::unistd::geteuid();
         SpawnOptions {
             id: id.to_string(),
             stdio: Stdio::default(),
             root_mode: RootMode::Host,
-            cgroup_root: PathBuf::from("/"),
-            rootless: !nix::unistd::geteuid().is_root(),
+            // A rootless user's subtree from `aac system setup-rootless`, when there is one.
+            cgroup_root: crate::host::rootless_cgroup_root(euid.as_raw())
+                .unwrap_or_else(|| PathBuf::from("/")),
+            rootless: !euid.is_root(),
         }
     }
 }

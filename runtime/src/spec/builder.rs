@@ -17,6 +17,7 @@ use oci_spec::runtime::{
 
 use crate::agent::values::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
 use crate::agent::{Agent, EnvSource, NetworkMode, SeccompProfile, VolumeSpec, VolumeType};
+use crate::host::CgroupDriver;
 use crate::image_config::ImageConfig;
 
 use super::seccomp;
@@ -82,6 +83,10 @@ pub struct HostLimits {
     pub nofile_hard: u64,
     /// Pure cgroup v2 (unified) host: containers get their own cgroup namespace.
     pub cgroup_v2: bool,
+    /// How runc manages the container's cgroup: it decides the form of `linux.cgroupsPath`
+    /// (`/aac/<id>`, or `system.slice:aac:<id>` under systemd). Only the containerd backend
+    /// may use the systemd driver.
+    pub cgroup_driver: CgroupDriver,
 }
 
 impl HostLimits {
@@ -95,6 +100,7 @@ impl HostLimits {
         HostLimits {
             nofile_hard,
             cgroup_v2,
+            cgroup_driver: CgroupDriver::detect(),
         }
     }
 }
@@ -192,10 +198,11 @@ pub fn build(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Spec, SpecError> {
         .gid_mappings(Vec::new())
         .sysctl(HashMap::new())
         .resources(resources(agent)?)
-        .cgroups_path(PathBuf::from(format!(
-            "/{CGROUP_PARENT}/{}",
-            ctx.container_id
-        )))
+        .cgroups_path(PathBuf::from(
+            ctx.host
+                .cgroup_driver
+                .cgroups_path(CGROUP_PARENT, ctx.container_id),
+        ))
         .namespaces(namespaces(&spec.network.mode, ctx)?)
         .devices(Vec::new())
         .masked_paths(
