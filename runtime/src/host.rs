@@ -1328,7 +1328,7 @@ mod tests {
         assert_eq!(free_range(&r, 65_536, 100_000), Some(100_010));
         let r = parse_subids("a:100000:10\nb:150000:10\n");
         assert_eq!(free_range(&r, 65_536, 100_000), Some(150_010));
-        let r = parse_subids("a:100000:4294000000\n");
+        let r = parse_subids("a:100000:4294867295\n");
         assert_eq!(free_range(&r, 65_536, 100_000), None);
     }
 
