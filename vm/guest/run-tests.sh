@@ -81,6 +81,22 @@ for _ in $(seq 60); do
 done
 if ctr version >/dev/null 2>&1; then ok "system containerd answers"; else fail "system containerd does not answer"; fi
 
+section "aac system check"
+aac system check
+check_json=$(aac system check --format json 2>&1)
+if echo "$check_json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+assert r["cgroup"]["mode"] == "unified", r["cgroup"]["mode"]
+assert r["cgroup"]["driver"] == {"driver": "systemd", "slice": "system.slice"}, r["cgroup"]["driver"]
+assert r["containerd"]["reachable"], r["containerd"]
+assert r["auto_backend"]["backend"] == "containerd", r["auto_backend"]
+'; then
+  ok "aac system check: cgroup v2, systemd driver, containerd reachable"
+else
+  fail "aac system check does not report cgroup v2 + systemd driver + containerd"
+fi
+
 section "cgroup v2 limits from inside a container"
 smoke_rootfs=$(mktemp -d)
 mkdir -p "$smoke_rootfs"/{bin,proc,sys,dev,tmp,etc}
@@ -105,6 +121,27 @@ else
   fail "aac inspect does not report OOMKilled"
 fi
 aac rm -f oom-check >/dev/null 2>&1
+
+section "systemd cgroup driver"
+# systemd is PID 1 on cgroup v2: aac creates containers with runc's systemd driver, so the
+# container is the scope system.slice/aac-<id>.scope; its memory.max read from the host side.
+if aac run -d --name sd-check --memory 64m aac-busybox:latest /bin/busybox sleep 120 >/dev/null; then
+  sd_id=$(aac inspect sd-check | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Id"])')
+  scope=/sys/fs/cgroup/system.slice/aac-$sd_id.scope
+  echo "container $sd_id; scope $scope"
+  ls -d /sys/fs/cgroup/system.slice/aac-*.scope 2>/dev/null
+  mem=$(cat "$scope/memory.max" 2>/dev/null)
+  if [ "$mem" = 67108864 ]; then
+    ok "aac run --memory 64m: $scope/memory.max is 67108864"
+  else
+    fail "aac run --memory 64m: $scope/memory.max is '${mem:-missing}', want 67108864"
+  fi
+  if systemctl is-active --quiet "aac-$sd_id.scope"; then ok "systemd knows aac-$sd_id.scope"; else fail "systemd has no active aac-$sd_id.scope"; fi
+  aac rm -f sd-check >/dev/null 2>&1
+  if [ ! -d "$scope" ]; then ok "the scope is gone after aac rm -f"; else fail "$scope remains after aac rm -f"; fi
+else
+  fail "aac run -d --memory 64m (systemd driver) failed"
+fi
 rm -rf "$smoke_rootfs"
 
 section "integration tests as root"
@@ -128,6 +165,8 @@ as_user=(runuser -u "$USER_NAME" -- env XDG_RUNTIME_DIR="/run/user/$uid"
   DBUS_SESSION_BUS_ADDRESS="unix:path=/run/user/$uid/bus" HOME="/home/$USER_NAME")
 as_user() { "${as_user[@]}" "$@"; }
 if systemctl is-active --quiet "user@$uid.service"; then ok "user@$uid.service runs (linger)"; else fail "user@$uid.service is not active"; fi
+echo "--- aac system check as $USER_NAME"
+as_user aac system check
 delegated=$(cat "/sys/fs/cgroup/user.slice/user-$uid.slice/user@$uid.service/cgroup.controllers" 2>/dev/null)
 echo "delegated controllers: $delegated"
 case " $delegated " in *" memory "*) ok "memory controller delegated to $USER_NAME" ;; *) fail "memory controller not delegated to $USER_NAME" ;; esac
