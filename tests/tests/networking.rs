@@ -715,6 +715,55 @@ fn host_port_conflicts_are_refused_before_anything_is_created() {
     a.ok(&["rm", "-f", "nt-clash-second"]);
 }
 
+#[test]
+fn one_host_port_one_container_under_concurrency() {
+    if !root() {
+        return;
+    }
+    let a = aac();
+    let port = free_port();
+    let publish = format!("{port}:8080");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            let name = format!("nt-race-{i}");
+            a.command(&[
+                "run", "-d", "--name", &name, "-p", &publish, IMAGE, "sleep", "60",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners: Vec<usize> = (0..outs.len())
+        .filter(|i| outs[*i].status.success())
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        outs.iter().map(out_text).collect::<Vec<_>>()
+    );
+    for (i, o) in outs.iter().enumerate() {
+        let name = format!("nt-race-{i}");
+        if winners.contains(&i) {
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(125), "{}", out_text(o));
+        assert!(
+            text(&o.stderr).contains(&format!("port {port} is already in use")),
+            "{}",
+            out_text(o)
+        );
+        assert_gone(a, &name, &[]);
+    }
+    a.ok(&["rm", "-f", &format!("nt-race-{}", winners[0])]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // DNS and hosts files
 
