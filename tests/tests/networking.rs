@@ -1280,3 +1280,39 @@ fn failure_and_stop_paths_leave_nothing_behind() {
     a.ok(&["rm", "-f", "nt-fail-first", "nt-fail-second"]);
     assert_no_traces(a, &[(first, Some(ip))], "after rm");
 }
+
+#[test]
+fn rm_cleans_up_after_a_crash_between_cni_add_and_its_record() {
+    if !root() {
+        return;
+    }
+    let a = aac();
+    let id = a
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "nt-crashed",
+            "-p",
+            "8080",
+            IMAGE,
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_string();
+    // As if aac had died after the CNI ADD but before it recorded the result.
+    let path = a
+        .data_dir
+        .join("networks/attachments")
+        .join(format!("{id}.json"));
+    let mut rec = attachment(a, &id).unwrap();
+    let ip = rec["ip"].as_str().unwrap().to_string();
+    let rec_obj = rec.as_object_mut().unwrap();
+    rec_obj.remove("result");
+    rec_obj.remove("ip");
+    std::fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    a.ok(&["rm", "-f", "nt-crashed"]);
+    // Including the firewall plugin's rules, which name the address only.
+    assert_no_traces(a, &[(id, Some(ip))], "after rm");
+}
