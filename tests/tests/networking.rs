@@ -325,10 +325,23 @@ fn network_modes_seen_from_inside() {
     if let Some(ifname) = default_route_interface() {
         assert!(inside.contains(&ifname), "{ifname} not in {inside:?}");
     }
-    // Host mode has no namespace and no record of ports or addresses.
     let dev = a.ok(&["run", "--rm", "--net", "host", IMAGE, "ip", "-4", "addr"]);
     if let Some(host_ip) = host_address() {
         assert!(dev.contains(&format!("inet {host_ip}/")), "{dev}");
+    }
+
+    // Whatever the mode, a removed container leaves no namespace, record or files.
+    for mode in ["none", "host", "bridge"] {
+        let out = a
+            .command(&["run", "--rm", "--network", mode, IMAGE, "true"])
+            .env("AAC_LOG", "aac_runtime::network=info")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", out_text(&out));
+        let ids = ids_in(&text(&out.stderr));
+        assert_eq!(ids.len(), 1, "{mode}: {}", out_text(&out));
+        let ids: Vec<(String, Option<String>)> = ids.into_iter().map(|i| (i, None)).collect();
+        assert_no_traces(a, &ids, mode);
     }
 }
 
