@@ -367,6 +367,7 @@ async fn launch(
     };
     rec.save(&ctx.dirs)?;
     record::save_status(&ctx.dirs, &id, &ContainerStatus::default())?;
+    crate::monitoring::record_create(ctx, &rec);
 
     // Foreground runs follow the log from its first line, so start following before the
     // container exists; --rm waits for our lock before removing the records we read.
