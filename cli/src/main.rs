@@ -90,7 +90,6 @@ fn main() -> ExitCode {
     let ctx = context::Ctx::new(cli.global);
     let result = match cli.command {
         Command::Validate(a) => agent_input::validate(a),
-        Command::Spec(a) => agent_input::spec(*a),
         other => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -108,7 +107,8 @@ fn main() -> ExitCode {
 
 async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
     match command {
-        Command::Validate(_) | Command::Spec(_) => Ok(0),
+        Command::Validate(_) => Ok(0),
+        Command::Spec(a) => agent_input::spec(ctx, *a).await,
         Command::Run(a) => run::run(ctx, *a).await,
         Command::Up(a) => run::up(ctx, *a).await,
         Command::Ps(a) => containers::ps(ctx, a).await,
