@@ -89,27 +89,22 @@ ln -s busybox "$smoke_rootfs/bin/sh"
 # Reads its memory.max (with or without a cgroup namespace), then holds 200 MB in a shell variable: must be OOM-killed under 64M.
 smoke_cmd='cg=$(busybox cut -d: -f3 /proc/self/cgroup); for f in /sys/fs/cgroup/memory.max /sys/fs/cgroup$cg/memory.max; do [ -r $f ] && { busybox cat $f; break; }; done || { echo "no memory.max; cgroup $cg"; busybox grep cgroup /proc/self/mountinfo; busybox ls /sys/fs/cgroup; }
 x=$(busybox head -c 200000000 /dev/zero | busybox tr "\000" a); echo survived ${#x}'
-if aac run --help >/dev/null 2>&1; then
-  aac image import --rootfs "$smoke_rootfs" aac-busybox:latest
-  out=$(timeout 120 aac run --rm --memory 64m aac-busybox:latest /bin/busybox sh -c "$smoke_cmd" 2>&1)
-  rc=$?
-  tool="aac run --memory 64m"
-else
-  # PLACEHOLDER until aac's CLI has `run`: the same check through ctr directly. Remove this
-  # branch once `aac run` exists (the branch above then always runs). ctr's default spec has
-  # no cgroup mount (nor a cgroup namespace): the host's tree is bound read-only instead.
-  out=$(timeout 120 ctr run --rm --memory-limit $((64 << 20)) \
-    --mount type=bind,src=/sys/fs/cgroup,dst=/sys/fs/cgroup,options=rbind:ro --rootfs \
-    "$smoke_rootfs" "aac-smoke-$$" /bin/busybox sh -c "$smoke_cmd" 2>&1)
-  rc=$?
-  tool="ctr run --memory-limit 64M (placeholder)"
-fi
+aac image import --rootfs "$smoke_rootfs" aac-busybox:latest
+out=$(timeout 120 aac run --name oom-check --memory 64m aac-busybox:latest /bin/busybox sh -c "$smoke_cmd" 2>&1)
+rc=$?
+tool="aac run --memory 64m"
 echo "$out"
 case $out in
   67108864*) ok "$tool: memory.max is 64 MiB inside" ;;
   *) fail "$tool: memory.max inside is not 67108864" ;;
 esac
 if [ "$rc" -eq 137 ]; then ok "$tool: over-allocation OOM-killed (137)"; else fail "$tool: over-allocation exited $rc, want 137"; fi
+if aac inspect oom-check | grep -q '"OOMKilled": true'; then
+  ok "aac inspect reports OOMKilled"
+else
+  fail "aac inspect does not report OOMKilled"
+fi
+aac rm -f oom-check >/dev/null 2>&1
 rm -rf "$smoke_rootfs"
 
 section "integration tests as root"
