@@ -488,3 +488,53 @@ fn stats_of_an_unknown_container_fails() {
     let help = aac().ok(&["stats", "--help"]);
     assert!(help.contains("page cache"), "{help}");
 }
+
+#[test]
+fn stats_streams_a_table_per_second_when_piped() {
+    if !root() {
+        return;
+    }
+    let a = aac();
+    a.ok(&["run", "-d", "--name", "streamed", IMAGE, "sleep", "300"]);
+    let mut child = a
+        .command(&["stats", "streamed"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines
+        .iter()
+        .filter(|l: &&String| l.starts_with("CONTAINER ID"))
+        .count()
+        < 3
+    {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("three tables expected: {lines:?}"));
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("three tables expected: {lines:?}"),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // No terminal: plain tables, no escape sequences; every table holds the container.
+    assert!(lines.iter().all(|l| !l.contains('\x1b')), "{lines:?}");
+    let rows: Vec<&String> = lines.iter().filter(|l| l.contains("streamed")).collect();
+    assert!(rows.len() >= 2, "{lines:?}");
+    assert!(
+        rows.iter().all(|r| r.ends_with(" 1")),
+        "one process: {rows:?}"
+    );
+    rm(&["streamed"]);
+}
