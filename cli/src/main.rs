@@ -6,6 +6,7 @@ mod containers;
 mod context;
 mod exit;
 mod images;
+mod monitoring;
 mod networks;
 mod run;
 mod system;
@@ -76,6 +77,12 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Live resource usage of containers (CPU, memory without page cache, network, block I/O).
+    Stats(monitoring::StatsArgs),
+    /// The processes of a container.
+    Top(monitoring::TopArgs),
+    /// What happens to containers, live and from the journal.
+    Events(monitoring::EventsArgs),
     /// Check this host, prepare rootless use.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -122,6 +129,9 @@ async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
         Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
         Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
         Command::Network(c) => networks::run(ctx, c),
+        Command::Stats(a) => monitoring::stats(ctx, a).await,
+        Command::Top(a) => monitoring::top(ctx, a).await,
+        Command::Events(a) => monitoring::events(ctx, a).await,
         Command::System(c) => system::run(ctx, c).await,
     }
 }
