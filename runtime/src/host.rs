@@ -97,25 +97,23 @@ pub enum CgroupDriver {
 }
 
 impl CgroupDriver {
-    /// systemd's driver when systemd is PID 1 (`/run/systemd/system`) on a pure cgroup v2
-    /// host, else cgroupfs. The slice is `system.slice` for root and `user.slice` (of the
-    /// user's systemd instance) otherwise.
-    /// `AAC_CGROUP_DRIVER=systemd|cgroupfs` overrides the detection.
+    /// systemd's driver when root runs on a host with systemd as PID 1 (`/run/systemd/system`)
+    /// and pure cgroup v2, else cgroupfs. Rootless runs keep cgroupfs unless asked: runc's
+    /// systemd driver would have to reach the user's systemd from inside rootlesskit.
+    /// `AAC_CGROUP_DRIVER=systemd|cgroupfs` overrides the detection; the slice is
+    /// `system.slice` for root and `user.slice` (of the user's systemd instance) otherwise.
     pub fn detect() -> CgroupDriver {
+        let root = nix::unistd::geteuid().is_root();
         let systemd = match std::env::var(CGROUP_DRIVER_ENV).as_deref() {
             Ok("systemd") => true,
             Ok("cgroupfs") => false,
             _ => {
-                Path::new("/run/systemd/system").is_dir()
+                root && Path::new("/run/systemd/system").is_dir()
                     && Path::new(CGROUP_MOUNT).join("cgroup.controllers").exists()
             }
         };
         if systemd {
-            let slice = if nix::unistd::geteuid().is_root() {
-                "system.slice"
-            } else {
-                "user.slice"
-            };
+            let slice = if root { "system.slice" } else { "user.slice" };
             CgroupDriver::Systemd {
                 slice: slice.to_string(),
             }
