@@ -217,8 +217,9 @@ async fn launch(
             Some(client.image_config(&image_ref).await?)
         }
         Backend::Process => {
-            if agent.spec.command.is_empty() && agent.spec.args.is_empty() {
-                // `aac run --runtime process CMD ARGS`: the "image" is the command.
+            if agent.spec.command.is_empty() {
+                // `aac run --runtime process CMD ARGS`: the "image" is the command, the rest
+                // its arguments.
                 if let Some(cmd) = image_arg.clone() {
                     agent.spec.command = vec![cmd];
                 }

@@ -99,6 +99,13 @@ pub(crate) struct Cgroups {
     pub path: PathBuf,
 }
 
+/// The underlying cause of a cgroups-rs error ("Permission denied (os error 13)").
+fn cause(e: &cgroups_rs::fs::error::Error) -> String {
+    std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
 fn cg_err(
     path: &Path,
     what: impl std::fmt::Display,
@@ -186,8 +193,10 @@ impl Cgroups {
                 }
                 Err(e) if !strict => {
                     let reason = format!(
-                        "cannot create the {ctrl} cgroup {}: {e} (not delegated to this user)",
-                        self.path.display()
+                        "cannot create the {ctrl} cgroup {}: {} (not delegated to this user; \
+                         set AAC_CGROUP_ROOT to a cgroup subtree it owns)",
+                        self.path.display(),
+                        cause(&e)
                     );
                     for (limit, c) in &requested {
                         if c == ctrl {
@@ -225,8 +234,10 @@ impl Cgroups {
             }
             Err(e) if !strict => {
                 let reason = format!(
-                    "cannot create cgroup {}: {e} (no delegated cgroup v2 subtree for this user)",
-                    self.path.display()
+                    "cannot create cgroup {}: {} (no delegated cgroup v2 subtree for this user; \
+                     set AAC_CGROUP_ROOT to one)",
+                    self.path.display(),
+                    cause(&e)
                 );
                 for (limit, _) in requested {
                     warnings.push(NotEnforced::new(limit, reason.clone()));

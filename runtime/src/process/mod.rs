@@ -850,7 +850,10 @@ fn make_plan(
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    let mounts = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), host_root, cgroupns);
+    let mut mounts = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), host_root, cgroupns);
+    if userns.is_some() {
+        mounts::drop_unmapped_ids(&mut mounts);
+    }
     let paths = |v: Option<&Vec<String>>| -> Vec<PathBuf> {
         v.into_iter().flatten().map(PathBuf::from).collect()
     };
