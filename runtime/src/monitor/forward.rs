@@ -239,10 +239,12 @@ mod tests {
             }
         });
         let (ht, hu) = (free_port(), free_port());
-        let mut fwd =
-            Forwarder::start(&[spec(tcp_port, ht, Protocol::Tcp), spec(udp_port, hu, Protocol::Udp)])
-                .await
-                .unwrap();
+        let mut fwd = Forwarder::start(&[
+            spec(tcp_port, ht, Protocol::Tcp),
+            spec(udp_port, hu, Protocol::Udp),
+        ])
+        .await
+        .unwrap();
 
         let mut c = TcpStream::connect(("127.0.0.1", ht)).await.unwrap();
         c.write_all(b"hello").await.unwrap();

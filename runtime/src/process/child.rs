@@ -17,8 +17,8 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{
-    chdir, chroot, dup2, execve, fchdir, fork, getpid, read, setgroups, sethostname, setresgid, setresuid, write,
-    ForkResult, Gid, Uid,
+    chdir, chroot, dup2, execve, fchdir, fork, getpid, read, setgroups, sethostname, setresgid,
+    setresuid, write, ForkResult, Gid, Uid,
 };
 
 use super::mounts::{self, MountOp};
@@ -160,9 +160,12 @@ fn close_others(keep: &[RawFd]) {
 
 /// The waiter: runs in the forked child of the caller. Never returns.
 pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
-    run_waiter(fds, &[], || namespaces(plan), |sync_r, stdio| {
-        container(plan, sync_r, stdio)
-    })
+    run_waiter(
+        fds,
+        &[],
+        || namespaces(plan),
+        |sync_r, stdio| container(plan, sync_r, stdio),
+    )
 }
 
 /// The waiter of a command run inside a running container ([`super::exec_in`]): joins the
@@ -172,13 +175,19 @@ pub(crate) fn exec_waiter(plan: &Plan, target: &ExecTarget, fds: Fds) -> ! {
     let mut extra: Vec<RawFd> = target.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
     extra.extend(target.namespaces.iter().map(|(f, _, _)| f.as_raw_fd()));
     extra.push(target.root.as_raw_fd());
-    run_waiter(fds, &extra, || enter(target), |sync_r, stdio| {
-        sync_and_stdio(sync_r, stdio)?;
-        fchdir(target.root.as_raw_fd())
-            .map_err(|e| Fail::new(Stage::Pivot, e, "fchdir to the container's root"))?;
-        chroot(".").map_err(|e| Fail::new(Stage::Pivot, e, "chroot to the container's root"))?;
-        finish(plan)
-    })
+    run_waiter(
+        fds,
+        &extra,
+        || enter(target),
+        |sync_r, stdio| {
+            sync_and_stdio(sync_r, stdio)?;
+            fchdir(target.root.as_raw_fd())
+                .map_err(|e| Fail::new(Stage::Pivot, e, "fchdir to the container's root"))?;
+            chroot(".")
+                .map_err(|e| Fail::new(Stage::Pivot, e, "chroot to the container's root"))?;
+            finish(plan)
+        },
+    )
 }
 
 /// Join the target's cgroups (by writing our PID), then its namespaces in order.

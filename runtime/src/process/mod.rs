@@ -574,14 +574,18 @@ pub fn exec_in(pid: i32, spec: &Spec, stdio: &Stdio) -> Result<Child, ProcessErr
 }
 
 fn open_flags(path: &Path, flags: OFlag) -> Result<OwnedFd, ProcessError> {
-    nix::fcntl::open(path, flags | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        // SAFETY: open returned a new descriptor we own.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .map_err(|errno| ProcessError::Setup {
-            stage: Stage::Namespaces,
-            detail: format!("open {}", path.display()),
-            errno,
-        })
+    nix::fcntl::open(
+        path,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    // SAFETY: open returned a new descriptor we own.
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|errno| ProcessError::Setup {
+        stage: Stage::Namespaces,
+        detail: format!("open {}", path.display()),
+        errno,
+    })
 }
 
 /// Open what [`exec_in`] needs of the container whose main process is `pid`.
@@ -625,10 +629,7 @@ fn open_target(pid: i32) -> Result<ExecTarget, ProcessError> {
     let rootless = namespaces
         .iter()
         .any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER);
-    let root = open_flags(
-        &proc_dir.join("root"),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-    )?;
+    let root = open_flags(&proc_dir.join("root"), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     Ok(ExecTarget {
         cgroup_procs: cgroup::procs_files(pid, rootless)?,
         namespaces,
