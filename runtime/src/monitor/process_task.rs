@@ -142,8 +142,7 @@ impl CommandRunner for ProcessTask {
             stderr: StdioSpec::Path(out.clone()),
         };
         let result = tokio::task::spawn_blocking(move || {
-            let mut child =
-                process::exec_in(pid as i32, &spec, &stdio).map_err(|e| e.to_string())?;
+            let mut child = process::exec_in(pid, &spec, &stdio).map_err(|e| e.to_string())?;
             child.wait_timeout(timeout).map_err(|e| e.to_string())
         })
         .await
