@@ -218,8 +218,8 @@ async fn launch(
         }
         Backend::Process => {
             if agent.spec.command.is_empty() {
-                // `aac run --runtime process CMD ARGS`: the "image" is the command, the rest
-                // its arguments.
+                // `aac run --runtime process CMD ARGS`: the "image" is the command, ARGS its
+                // arguments.
                 if let Some(cmd) = image_arg.clone() {
                     agent.spec.command = vec![cmd];
                 }
@@ -278,12 +278,8 @@ async fn launch(
         None
     };
     if !agent.spec.services.is_empty() {
-        let vars = network::resolve_services(
-            &ctx.dirs,
-            &mode,
-            &agent.spec.services,
-            network::DEFAULT_SERVICE_TIMEOUT,
-        )?;
+        let vars =
+            network::resolve_services(&ctx.dirs, &mode, &agent.spec.services, service_timeout()?)?;
         for (k, v) in vars {
             agent.spec.environment.push(agent::EnvVar {
                 name: k,
@@ -376,6 +372,7 @@ async fn launch(
     };
     rec.save(&ctx.dirs)?;
     record::save_status(&ctx.dirs, &id, &ContainerStatus::default())?;
+    crate::monitoring::record_create(ctx, &rec);
 
     // Foreground runs follow the log from its first line, so start following before the
     // container exists; --rm waits for our lock before removing the records we read.
@@ -406,6 +403,10 @@ async fn launch(
     }
     let code = attach(ctx, &rec, follower, how).await?;
     drop(attach_lock);
+    if how.rm {
+        // Like docker, return once the container is gone: its name is free again then.
+        wait_removed(ctx, &id).await;
+    }
     Ok(code)
 }
 
@@ -469,6 +470,31 @@ fn check_published_ports(
         }
     }
     Ok(())
+}
+
+/// How long to wait for `spec.services`: `$AAC_SERVICE_TIMEOUT` (`2s`, `1m30s`) or 30 s.
+fn service_timeout() -> CliResult<Duration> {
+    match std::env::var("AAC_SERVICE_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim()).map_err(|e| {
+            CliError::aac(anyhow!(
+                "AAC_SERVICE_TIMEOUT={v:?} is not a duration (like 10s or 1m): {e}"
+            ))
+        }),
+        _ => Ok(network::DEFAULT_SERVICE_TIMEOUT),
+    }
+}
+
+/// Wait (bounded) until the monitor has removed an `--rm` container's records.
+async fn wait_removed(ctx: &Ctx, id: &str) {
+    let dir = ctx.dirs.container_dir(id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dir.exists() {
+        if Instant::now() > deadline {
+            tracing::warn!("container {id} was not removed within 15s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A process-backend command must exist on the host: an image reference given by mistake
