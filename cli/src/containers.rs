@@ -366,7 +366,8 @@ pub async fn remove(ctx: &Ctx, e: &Entry, force: bool) -> anyhow::Result<()> {
             c.delete(&e.rec.id).await?;
         }
         Backend::Process => {
-            aac_runtime::process::cleanup(&e.rec.id, Path::new("/sys/fs/cgroup"))?;
+            // The spec's cgroupsPath holds the cgroup root `aac run` chose for this user.
+            aac_runtime::process::cleanup_cgroup(Path::new(&e.rec.cgroup_path()))?;
         }
     }
     network::detach(&ctx.dirs, &e.rec.id)?;
@@ -650,10 +651,8 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> CliResult<u8> {
             e.rec.name
         )));
     }
-    if e.rec.backend != Backend::Containerd {
-        return Err(CliError::aac(anyhow!(
-            "exec into process-backend containers is not supported yet"
-        )));
+    if e.rec.backend == Backend::Process {
+        return exec_process(&e, &args);
     }
     let client = ctx.client_for(&e.rec).await?;
     let spec = e.rec.oci_spec().context("reading the stored spec")?;
@@ -754,4 +753,46 @@ pub async fn exec(ctx: &Ctx, args: ExecArgs) -> CliResult<u8> {
     let _ = std::fs::remove_dir_all(&dir);
     let status = status?;
     Ok(u8::try_from(status.code % 256).unwrap_or(125))
+}
+
+/// `aac exec` for the process backend: the command joins the main process's namespaces and
+/// cgroups with the container's credentials, on this terminal's standard streams.
+fn exec_process(e: &Entry, args: &ExecArgs) -> CliResult<u8> {
+    use aac_runtime::process::{self, Stdio, StdioSpec};
+    let pid = e
+        .status
+        .pid
+        .ok_or_else(|| CliError::aac(anyhow!("container {} is not running", e.rec.name)))?;
+    let mut spec = e.rec.oci_spec().context("reading the stored spec")?;
+    let process = spec
+        .process_mut()
+        .as_mut()
+        .ok_or_else(|| anyhow!("the container spec has no process"))?;
+    process.set_args(Some(args.command.clone()));
+    // The process backend allocates no terminal: with -t the command uses this one.
+    process.set_terminal(Some(false));
+    if let Some(w) = &args.workdir {
+        process.set_cwd(w.into());
+    }
+    if !args.env.is_empty() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(args.env.iter().cloned());
+        process.set_env(Some(env));
+    }
+    let stdio = Stdio {
+        stdin: if args.interactive {
+            StdioSpec::Inherit
+        } else {
+            StdioSpec::Null
+        },
+        stdout: StdioSpec::Inherit,
+        stderr: StdioSpec::Inherit,
+    };
+    let fail = |err: process::ProcessError| {
+        let code = u8::try_from(err.exit_code()).unwrap_or(125);
+        CliError::with_code(code, anyhow!("{err}"))
+    };
+    let mut child = process::exec_in(pid as i32, &spec, &stdio).map_err(fail)?;
+    let status = child.wait().map_err(fail)?;
+    Ok(u8::try_from(status.code().rem_euclid(256)).unwrap_or(125))
 }

@@ -258,6 +258,7 @@ async fn launch(
         (_, m) => m.clone(),
     };
     network::check_ports(&ctx.dirs, &agent.spec.ports)?;
+    check_published_ports(ctx, &id, backend, &agent.spec.ports)?;
     let hostname = agent.spec.hostname.clone().unwrap_or_else(|| name.clone());
     let attachment: Option<Attachment> = if backend == Backend::Containerd {
         let a = network::attach(
@@ -324,6 +325,13 @@ async fn launch(
     };
     let mut spec = builder::build(&agent, &spec_ctx).map_err(|e| CliError::aac(e.into()))?;
     if backend == Backend::Process {
+        // The cgroup goes under this user's cgroup root (a delegated subtree when rootless),
+        // so the monitor, `aac rm` and `aac stats` all find it from the spec alone.
+        let root = aac_runtime::process::default_cgroup_root();
+        let path = root.join(builder::CGROUP_PARENT).join(&id);
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_cgroups_path(Some(path));
+        }
         // The process backend's namespaces follow the mode it really uses.
         if mode == NetworkMode::Host {
             if let Some(linux) = spec.linux_mut() {
@@ -386,6 +394,9 @@ async fn launch(
     }
     prepared.armed = false;
     tracing::debug!(pid = outcome.pid, "container started");
+    for w in &outcome.warnings {
+        eprintln!("aac: warning: {w}");
+    }
 
     if how.detach {
         if agent.spec.health_check.is_some() && !how.no_wait {
@@ -401,6 +412,68 @@ async fn launch(
         wait_removed(ctx, &id).await;
     }
     Ok(code)
+}
+
+/// Host ports published by other aac containers (either backend) are taken; for the process
+/// backend, which binds on the host itself, so is any port something else holds now.
+fn check_published_ports(
+    ctx: &Ctx,
+    id: &str,
+    backend: Backend,
+    ports: &[PortSpec],
+) -> CliResult<()> {
+    let wanted: Vec<&PortSpec> = ports
+        .iter()
+        .filter(|p| p.host.is_some_and(|h| h != 0))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    for other in ctx.dirs.container_ids()? {
+        if other == id {
+            continue;
+        }
+        let Ok(rec) = ContainerRecord::load(&ctx.dirs, &other) else {
+            continue;
+        };
+        let st = record::load_status(&ctx.dirs, &other).unwrap_or_default();
+        if !matches!(st.phase, Phase::Running | Phase::Restarting) {
+            continue;
+        }
+        for p in &wanted {
+            if rec
+                .ports
+                .iter()
+                .any(|q| q.host == p.host && q.protocol == p.protocol)
+            {
+                return Err(CliError::aac(anyhow!(
+                    "port {}/{} is already published by container {}",
+                    p.host.unwrap_or(0),
+                    p.protocol.as_str(),
+                    rec.name
+                )));
+            }
+        }
+    }
+    if backend == Backend::Process {
+        for p in &wanted {
+            let ip = p
+                .host_ip
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let addr = std::net::SocketAddr::new(ip, p.host.unwrap_or(0));
+            let r = match p.protocol {
+                agent::Protocol::Tcp => std::net::TcpListener::bind(addr).map(drop),
+                agent::Protocol::Udp => std::net::UdpSocket::bind(addr).map(drop),
+            };
+            if let Err(e) = r {
+                return Err(CliError::aac(anyhow!(
+                    "port {addr}/{} is not available on this host: {e}",
+                    p.protocol.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How long to wait for `spec.services`: `$AAC_SERVICE_TIMEOUT` (`2s`, `1m30s`) or 30 s.

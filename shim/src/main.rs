@@ -11,10 +11,11 @@ use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 
 use aac_runtime::containerd::Client;
+use aac_runtime::monitor::process_task::ProcessTask;
 use aac_runtime::monitor::{self, containerd_task::ContainerdTask, StartOutcome, StartReport};
 use aac_runtime::record::{Backend, ContainerRecord};
 use aac_runtime::state::StateDirs;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -58,12 +59,13 @@ impl SyncPipe {
 }
 
 impl StartReport for SyncPipe {
-    fn started(&mut self, pid: u32) {
+    fn started(&mut self, pid: u32, warnings: &[String]) {
         self.send(&StartOutcome {
             ok: true,
             pid,
             code: 0,
             error: String::new(),
+            warnings: warnings.to_vec(),
         });
     }
 
@@ -73,6 +75,7 @@ impl StartReport for SyncPipe {
             pid: 0,
             code,
             error: message.to_string(),
+            warnings: Vec::new(),
         });
     }
 }
@@ -138,7 +141,10 @@ async fn run(dirs: &StateDirs, id: &str, sync: &mut SyncPipe) -> anyhow::Result<
             };
             monitor::run(dirs, &record, &task, sync).await?;
         }
-        Backend::Process => bail!("the process backend is not available in this build"),
+        Backend::Process => {
+            let task = ProcessTask::new(record.clone(), dirs.clone());
+            monitor::run(dirs, &record, &task, sync).await?;
+        }
     }
     Ok(())
 }

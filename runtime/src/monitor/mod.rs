@@ -8,6 +8,8 @@
 //! what is left in them is drained without blocking.
 
 pub mod containerd_task;
+pub mod forward;
+pub mod process_task;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -108,11 +110,17 @@ pub trait Task: CommandRunner + Sync {
     fn cleanup(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
     /// Remove the container for good.
     fn remove(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
+    /// What the last start could not enforce (limits without a writable cgroup, ...), one
+    /// sentence each.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// How the monitor reports the first start to the CLI that launched it.
 pub trait StartReport {
-    fn started(&mut self, pid: u32);
+    /// `warnings`: what the backend could not enforce ([`Task::warnings`]).
+    fn started(&mut self, pid: u32, warnings: &[String]);
     fn failed(&mut self, code: i32, message: &str);
 }
 
@@ -126,6 +134,9 @@ pub struct StartOutcome {
     pub code: i32,
     #[serde(default)]
     pub error: String,
+    /// Limits or settings the backend could not enforce, one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Create the FIFOs (if needed) and open their read ends without blocking.
@@ -375,7 +386,7 @@ pub async fn run<T: Task>(
             ),
         );
         if first {
-            report.started(pid);
+            report.started(pid, &task.warnings());
             first = false;
         }
 

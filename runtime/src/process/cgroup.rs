@@ -6,6 +6,7 @@
 //! memory subtree but not a cpu one, and then only the memory limit is enforced. On v2 there is
 //! one directory; a limit whose controller is not delegated is reported, not faked.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -98,6 +99,13 @@ pub(crate) struct Cgroups {
     pub path: PathBuf,
 }
 
+/// The underlying cause of a cgroups-rs error ("Permission denied (os error 13)").
+fn cause(e: &cgroups_rs::fs::error::Error) -> String {
+    std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
 fn cg_err(
     path: &Path,
     what: impl std::fmt::Display,
@@ -113,6 +121,14 @@ fn cg_err(
 }
 
 impl Cgroups {
+    /// No cgroups of its own (a command run in an existing container's).
+    pub fn none() -> Cgroups {
+        Cgroups {
+            groups: Vec::new(),
+            path: PathBuf::new(),
+        }
+    }
+
     /// Create the cgroup(s) at `path` and apply `limits`. Strict mode (root) fails on any
     /// error and removes what it created; lenient mode (rootless) enforces what it can and
     /// returns the rest as warnings.
@@ -177,8 +193,10 @@ impl Cgroups {
                 }
                 Err(e) if !strict => {
                     let reason = format!(
-                        "cannot create the {ctrl} cgroup {}: {e} (not delegated to this user)",
-                        self.path.display()
+                        "cannot create the {ctrl} cgroup {}: {} (not delegated to this user; \
+                         set AAC_CGROUP_ROOT to a cgroup subtree it owns)",
+                        self.path.display(),
+                        cause(&e)
                     );
                     for (limit, c) in &requested {
                         if c == ctrl {
@@ -216,8 +234,10 @@ impl Cgroups {
             }
             Err(e) if !strict => {
                 let reason = format!(
-                    "cannot create cgroup {}: {e} (no delegated cgroup v2 subtree for this user)",
-                    self.path.display()
+                    "cannot create cgroup {}: {} (no delegated cgroup v2 subtree for this user; \
+                     set AAC_CGROUP_ROOT to one)",
+                    self.path.display(),
+                    cause(&e)
                 );
                 for (limit, _) in requested {
                     warnings.push(NotEnforced::new(limit, reason.clone()));
@@ -410,6 +430,64 @@ pub(crate) fn remove_path(path: &Path) -> bool {
         .iter()
         .rev()
         .fold(true, |ok, (n, cg)| remove_group(n, cg) && ok)
+}
+
+/// `cgroup.procs` of the cgroups process `pid` is in (those of the controllers aac limits,
+/// or the unified tree on v2 hosts) that differ from the caller's, open for writing. A
+/// rootless caller skips those it may not write (their limits were not enforced either).
+pub(crate) fn procs_files(pid: i32, lenient: bool) -> Result<Vec<OwnedFd>, ProcessError> {
+    let parse = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let _ = p.next()?;
+                Some((p.next()?.to_string(), p.next()?.to_string()))
+            })
+            .collect()
+    };
+    let theirs_path = format!("/proc/{pid}/cgroup");
+    let theirs = std::fs::read_to_string(&theirs_path).map_err(|e| ProcessError::Cgroup {
+        path: PathBuf::from(&theirs_path),
+        reason: format!("reading it: {e}"),
+    })?;
+    let ours = parse(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    let layout = crate::stats::CgroupLayout::detect().map_err(|e| ProcessError::Cgroup {
+        path: PathBuf::from("/proc/self/mountinfo"),
+        reason: e.to_string(),
+    })?;
+    let v2 = layout.mode() == crate::stats::CgroupMode::Unified;
+    let mut out = Vec::new();
+    for (ctrls, path) in parse(&theirs) {
+        if ours.iter().any(|(c, p)| *c == ctrls && *p == path) {
+            continue;
+        }
+        let dir = if ctrls.is_empty() {
+            if !v2 {
+                continue;
+            }
+            layout.unified_dir(&path)
+        } else {
+            let Some(ctrl) = ctrls.split(',').find(|c| V1_CONTROLLERS.contains(c)) else {
+                continue;
+            };
+            layout.v1_dir(ctrl, &path)
+        };
+        let Ok(Some(dir)) = dir else { continue };
+        let file = dir.join("cgroup.procs");
+        match std::fs::OpenOptions::new().write(true).open(&file) {
+            Ok(f) => out.push(OwnedFd::from(f)),
+            Err(e) if lenient => {
+                tracing::warn!("not joining {}: {e}", file.display());
+            }
+            Err(e) => {
+                return Err(ProcessError::Cgroup {
+                    path: file,
+                    reason: format!("opening it to join the container's cgroup: {e}"),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{
-    chdir, dup2, execve, fork, getpid, read, setgroups, sethostname, setresgid, setresuid, write,
-    ForkResult, Gid, Uid,
+    chdir, chroot, dup2, execve, fchdir, fork, getpid, read, setgroups, sethostname, setresgid,
+    setresuid, write, ForkResult, Gid, Uid,
 };
 
 use super::mounts::{self, MountOp};
@@ -108,6 +108,16 @@ pub(crate) struct Plan {
     pub cwd: PathBuf,
 }
 
+/// A running container to run a command in: descriptors opened before forking.
+pub(crate) struct ExecTarget {
+    /// `cgroup.procs` of each of the container's cgroups, open for writing.
+    pub cgroup_procs: Vec<OwnedFd>,
+    /// The namespaces that differ from the caller's, in the order to join them.
+    pub namespaces: Vec<(OwnedFd, CloneFlags, &'static str)>,
+    /// The container's root directory.
+    pub root: OwnedFd,
+}
+
 /// File descriptors handed to the children.
 pub(crate) struct Fds {
     /// Write end of the error pipe (close-on-exec).
@@ -150,17 +160,76 @@ fn close_others(keep: &[RawFd]) {
 
 /// The waiter: runs in the forked child of the caller. Never returns.
 pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
+    run_waiter(
+        fds,
+        &[],
+        || namespaces(plan),
+        |sync_r, stdio| container(plan, sync_r, stdio),
+    )
+}
+
+/// The waiter of a command run inside a running container ([`super::exec_in`]): joins the
+/// container's cgroups and namespaces, then forks the command (which lands in its PID
+/// namespace), which enters its root and runs with the same credentials as the container.
+pub(crate) fn exec_waiter(plan: &Plan, target: &ExecTarget, fds: Fds) -> ! {
+    let mut extra: Vec<RawFd> = target.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+    extra.extend(target.namespaces.iter().map(|(f, _, _)| f.as_raw_fd()));
+    extra.push(target.root.as_raw_fd());
+    run_waiter(
+        fds,
+        &extra,
+        || enter(target),
+        |sync_r, stdio| {
+            sync_and_stdio(sync_r, stdio)?;
+            fchdir(target.root.as_raw_fd())
+                .map_err(|e| Fail::new(Stage::Pivot, e, "fchdir to the container's root"))?;
+            chroot(".")
+                .map_err(|e| Fail::new(Stage::Pivot, e, "chroot to the container's root"))?;
+            finish(plan)
+        },
+    )
+}
+
+/// Join the target's cgroups (by writing our PID), then its namespaces in order.
+fn enter(target: &ExecTarget) -> Result<(), Fail> {
+    for f in &target.cgroup_procs {
+        // SAFETY: writes two bytes to a descriptor open in this process.
+        let rc = unsafe { libc::write(f.as_raw_fd(), b"0\n".as_ptr().cast(), 2) };
+        if rc < 0 {
+            return Err(Fail::new(
+                Stage::Namespaces,
+                Errno::last(),
+                "join the container's cgroup",
+            ));
+        }
+    }
+    for (f, flag, name) in &target.namespaces {
+        setns(f, *flag)
+            .map_err(|e| Fail::new(Stage::Namespaces, e, format!("join the {name} namespace")))?;
+    }
+    Ok(())
+}
+
+/// What a waiter does around its two steps: `enter` (namespaces) in the waiter, `body` in
+/// the forked process, then relay the exit status.
+fn run_waiter(
+    fds: Fds,
+    extra_keep: &[RawFd],
+    enter: impl FnOnce() -> Result<(), Fail>,
+    body: impl FnOnce(OwnedFd, [Option<OwnedFd>; 3]) -> Result<Never, Fail>,
+) -> ! {
     let mut keep = vec![
         fds.err_w.as_raw_fd(),
         fds.pid_w.as_raw_fd(),
         fds.sync_r.as_raw_fd(),
     ];
     keep.extend(fds.stdio.iter().flatten().map(|f| f.as_raw_fd()));
+    keep.extend_from_slice(extra_keep);
     close_others(&keep);
     let _ = prctl::set_name(c"aac-wait");
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 
-    if let Err(f) = namespaces(plan) {
+    if let Err(f) = enter() {
         report(fds.err_w.as_raw_fd(), &f);
         exit_now(1);
     }
@@ -180,7 +249,7 @@ pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
             } = fds;
             drop(pid_w);
             let err_fd = err_w.as_raw_fd();
-            match container(plan, sync_r, stdio) {
+            match body(sync_r, stdio) {
                 Ok(never) => match never {},
                 Err(f) => {
                     report(err_fd, &f);
@@ -287,10 +356,10 @@ fn namespaces(plan: &Plan) -> Result<(), Fail> {
         .map_err(|e| Fail::new(Stage::Namespaces, e, format!("unshare {:?}", plan.unshare)))
 }
 
-enum Never {}
+pub(crate) enum Never {}
 
-/// The container process, from the parent's "go" to `execve`.
-fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
+/// Wait for the parent's "go", then put the standard streams in place.
+fn sync_and_stdio(sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<(), Fail> {
     // If the waiter dies, so does the container.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| Fail::new(Stage::Sync, e, "set parent-death signal"))?;
@@ -309,6 +378,12 @@ fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Resul
         }
     }
     drop(stdio);
+    Ok(())
+}
+
+/// The container process, from the parent's "go" to `execve`.
+fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
+    sync_and_stdio(sync_r, stdio)?;
 
     if plan.cgroupns {
         unshare(CloneFlags::CLONE_NEWCGROUP)
@@ -330,6 +405,11 @@ fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Resul
     mounts::mask_paths(&plan.masked)?;
     mounts::readonly_paths(&plan.readonly)?;
 
+    finish(plan)
+}
+
+/// Limits, credentials, capabilities, seccomp, working directory, then `execve`.
+fn finish(plan: &Plan) -> Result<Never, Fail> {
     for (res, soft, hard) in &plan.rlimits {
         // Never above the current hard limit: raising it needs CAP_SYS_RESOURCE.
         let (_, cur_hard) =

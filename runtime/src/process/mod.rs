@@ -34,7 +34,7 @@ use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
 use oci_spec::runtime::{Capabilities, LinuxNamespaceType, PosixRlimitType, Spec};
 
 use self::cgroup::{Cgroups, Limits};
-use self::child::{CapPlan, Fail, Fds, Plan, UserNs};
+use self::child::{CapPlan, ExecTarget, Fail, Fds, Plan, UserNs};
 use crate::spec::builder::DEFAULT_PATH;
 
 /// The step of the container set-up that failed.
@@ -328,6 +328,61 @@ impl Child {
         }
     }
 
+    /// The exit status if the container has exited, without blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        loop {
+            let s = match waitpid(self.waiter, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => ExitStatus::Exited(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => ExitStatus::Signaled(sig),
+                Ok(WaitStatus::StillAlive) => return Ok(None),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => return Err(sys("waiting for the container")(e)),
+            };
+            self.status = Some(s);
+            self.pidfd = None;
+            return Ok(Some(s));
+        }
+    }
+
+    /// Wait at most `timeout`; then kill the process (SIGKILL) and report `None`.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<ExitStatus>, ProcessError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut nap = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(Some(s));
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.kill(Signal::SIGKILL);
+                self.wait()?;
+                return Ok(None);
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// A handle that signals the container's process from elsewhere (another thread) while
+    /// this one waits for it.
+    pub fn pidfd(&self) -> Result<PidFd, ProcessError> {
+        match &self.pidfd {
+            Some(fd) => Ok(PidFd {
+                fd: fd.try_clone().map_err(|e| ProcessError::Sys {
+                    context: "duplicating the pidfd",
+                    errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+                })?,
+                pid: self.pid,
+            }),
+            None => PidFd::open(self.pid),
+        }
+    }
+
     /// Send `sig` to the container's process. Uses a pidfd, so a recycled PID is never hit.
     pub fn kill(&self, sig: Signal) -> Result<(), ProcessError> {
         if self.status.is_some() {
@@ -369,6 +424,220 @@ impl Child {
             })
         }
     }
+}
+
+/// A process file descriptor: signals reach this process and never one that got its PID
+/// later; it becomes readable when the process exits.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    pub fn open(pid: i32) -> Result<PidFd, ProcessError> {
+        match pidfd_open(pid) {
+            Some(fd) => Ok(PidFd { fd, pid }),
+            None => Err(sys("opening a pidfd")(Errno::last())),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn signal(&self, sig: Signal) -> Result<(), ProcessError> {
+        // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(sys("signalling the container")(Errno::last()))
+        }
+    }
+
+    /// Block until the process has exited (works for processes that are not our children).
+    pub fn wait_exit(&self) -> Result<(), ProcessError> {
+        loop {
+            let mut p = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut p, 1, -1) };
+            if rc > 0 {
+                return Ok(());
+            }
+            let e = Errno::last();
+            if rc < 0 && e != Errno::EINTR {
+                return Err(sys("waiting for the container")(e));
+            }
+        }
+    }
+}
+
+/// The cgroup root (the part of the tree the spec's `linux.cgroupsPath` goes under) for runs
+/// by this user: `$AAC_CGROUP_ROOT` when set; `/` for root; for other users the cgroup they
+/// are in when it is writable by them (a delegated subtree), else `/` (where creating fails
+/// and the limits are reported as not enforced).
+pub fn default_cgroup_root() -> PathBuf {
+    if let Some(v) = std::env::var_os("AAC_CGROUP_ROOT").filter(|v| !v.is_empty()) {
+        return PathBuf::from(v);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/");
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let Ok(layout) = crate::stats::CgroupLayout::detect() else {
+        return PathBuf::from("/");
+    };
+    let v2 = layout.mode() == crate::stats::CgroupMode::Unified;
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let dir = if v2 && ctrls.is_empty() {
+            layout.unified_dir(path).ok().flatten()
+        } else if !v2 && ctrls.split(',').any(|c| c == "memory") {
+            layout.v1_dir("memory", path).ok().flatten()
+        } else {
+            None
+        };
+        if let Some(d) = dir {
+            if path != "/" && nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok() {
+                return PathBuf::from(path);
+            }
+        }
+    }
+    PathBuf::from("/")
+}
+
+/// Remove the cgroup(s) at `cgroups_path` (a spec's `linux.cgroupsPath`, relative to each
+/// hierarchy's root), killing anything left in them.
+pub fn cleanup_cgroup(cgroups_path: &Path) -> Result<(), ProcessError> {
+    let path = cgroup::relative_path(Path::new("/"), cgroups_path);
+    if path.as_os_str().is_empty() {
+        return Err(ProcessError::InvalidSpec(
+            "linux.cgroupsPath names the cgroup root".into(),
+        ));
+    }
+    if cgroup::remove_path(&path) {
+        Ok(())
+    } else {
+        Err(ProcessError::Cgroup {
+            path,
+            reason: "could not remove it (processes left?)".into(),
+        })
+    }
+}
+
+/// Run `spec`'s process (its `args` are the command) inside the running container whose
+/// main process is `pid`: in its cgroups and namespaces (user, cgroup, ipc, uts, net, pid,
+/// mount, whichever differ from the caller's), under its root, with the spec's user, groups,
+/// capabilities, no_new_privs, seccomp profile and rlimits. Returns once the command was
+/// executed (or failed to); its cgroups belong to the container ([`Child::cleanup`] is a no-op).
+pub fn exec_in(pid: i32, spec: &Spec, stdio: &Stdio) -> Result<Child, ProcessError> {
+    let target = open_target(pid)?;
+    let rootless = target
+        .namespaces
+        .iter()
+        .any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    let opts = SpawnOptions {
+        id: format!("exec-{pid}"),
+        stdio: Stdio::default(),
+        root_mode: RootMode::Host,
+        cgroup_root: PathBuf::from("/"),
+        rootless,
+    };
+    let mut warnings = Vec::new();
+    let plan = make_plan(spec, &opts, &mut warnings)?;
+    let cgroups = Cgroups::none();
+    let (cpid, waiter, pidfd) = start(stdio, &cgroups, |fds| {
+        child::exec_waiter(&plan, &target, fds)
+    })?;
+    Ok(Child {
+        pid: cpid,
+        warnings,
+        id: opts.id,
+        waiter,
+        pidfd,
+        cgroups,
+        status: None,
+    })
+}
+
+fn open_flags(path: &Path, flags: OFlag) -> Result<OwnedFd, ProcessError> {
+    nix::fcntl::open(
+        path,
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    // SAFETY: open returned a new descriptor we own.
+    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    .map_err(|errno| ProcessError::Setup {
+        stage: Stage::Namespaces,
+        detail: format!("open {}", path.display()),
+        errno,
+    })
+}
+
+/// Open what [`exec_in`] needs of the container whose main process is `pid`.
+fn open_target(pid: i32) -> Result<ExecTarget, ProcessError> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    if !proc_dir.exists() {
+        return Err(sys("finding the container's process")(Errno::ESRCH));
+    }
+    let mut namespaces = Vec::new();
+    for (name, flag) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let theirs = proc_dir.join("ns").join(name);
+        let same = match (
+            std::fs::metadata(format!("/proc/self/ns/{name}")),
+            std::fs::metadata(&theirs),
+        ) {
+            (Ok(a), Ok(b)) => {
+                use std::os::unix::fs::MetadataExt;
+                a.ino() == b.ino() && a.dev() == b.dev()
+            }
+            (_, Err(_)) => {
+                return Err(ProcessError::Setup {
+                    stage: Stage::Namespaces,
+                    detail: format!("stat {}", theirs.display()),
+                    errno: Errno::ESRCH,
+                })
+            }
+            (Err(_), Ok(_)) => false,
+        };
+        if !same {
+            namespaces.push((open_flags(&theirs, OFlag::O_RDONLY)?, flag, name));
+        }
+    }
+    let rootless = namespaces
+        .iter()
+        .any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    let root = open_flags(&proc_dir.join("root"), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    Ok(ExecTarget {
+        cgroup_procs: cgroup::procs_files(pid, rootless)?,
+        namespaces,
+        root,
+    })
 }
 
 /// Remove the cgroups of container `id` (spec cgroupsPath `/aac/<id>`) under `cgroup_root`.
@@ -585,7 +854,10 @@ fn make_plan(
         .as_ref()
         .and_then(|r| r.readonly())
         .unwrap_or(false);
-    let mounts = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), host_root, cgroupns);
+    let mut mounts = mounts::plan(spec.mounts().as_deref().unwrap_or(&[]), host_root, cgroupns);
+    if userns.is_some() {
+        mounts::drop_unmapped_ids(&mut mounts);
+    }
     let paths = |v: Option<&Vec<String>>| -> Vec<PathBuf> {
         v.into_iter().flatten().map(PathBuf::from).collect()
     };
@@ -707,7 +979,7 @@ pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
     let limits = Limits::from_spec(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
     let cgroups = Cgroups::create(&path, &limits, !opts.rootless, &mut warnings)?;
 
-    match start(&plan, &opts.stdio, &cgroups) {
+    match start(&opts.stdio, &cgroups, |fds| child::waiter(&plan, fds)) {
         Ok((pid, waiter, pidfd)) => {
             for w in &warnings {
                 tracing::warn!(container = %opts.id, "{w}");
@@ -731,9 +1003,9 @@ pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
 
 /// Fork, place the container in its cgroups, let it run, and learn whether `execve` worked.
 fn start(
-    plan: &Plan,
     stdio: &Stdio,
     cgroups: &Cgroups,
+    run_waiter: impl FnOnce(Fds),
 ) -> Result<(i32, Pid, Option<OwnedFd>), ProcessError> {
     let stdio = [
         open_stdio(&stdio.stdin, 0)?,
@@ -748,15 +1020,15 @@ fn start(
     let waiter = match unsafe { fork() }.map_err(sys("forking"))? {
         ForkResult::Child => {
             drop((err_r, pid_r, sync_w));
-            child::waiter(
-                plan,
-                Fds {
-                    err_w,
-                    pid_w,
-                    sync_r,
-                    stdio,
-                },
-            )
+            run_waiter(Fds {
+                err_w,
+                pid_w,
+                sync_r,
+                stdio,
+            });
+            // The waiter never returns; should it, leave without touching the parent's state.
+            // SAFETY: _exit in a forked child.
+            unsafe { libc::_exit(1) }
         }
         ForkResult::Parent { child } => child,
     };

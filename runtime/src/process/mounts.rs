@@ -122,6 +122,23 @@ impl MountOp {
     }
 }
 
+/// In a user namespace that maps only the caller, `uid=`/`gid=` options name ids that do not
+/// exist there (devpts' `gid=5`) and the kernel refuses the mount: drop them.
+pub(crate) fn drop_unmapped_ids(ops: &mut [MountOp]) {
+    for op in ops {
+        if let MountOp::Fs { opts, .. } | MountOp::Dev { opts, .. } | MountOp::Proc { opts, .. } =
+            op
+        {
+            opts.data = opts
+                .data
+                .split(',')
+                .filter(|o| !o.is_empty() && !o.starts_with("uid=") && !o.starts_with("gid="))
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+    }
+}
+
 /// What the process backend makes of the spec's mounts.
 ///
 /// `host_root`: the root is the host's own, so `/sys` and `/sys/fs/cgroup` are the host's
