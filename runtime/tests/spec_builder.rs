@@ -403,8 +403,14 @@ fn golden_specs_of_the_examples() {
         }
         let mut agent = load_file(&file).unwrap_or_else(|d| panic!("{}: {d}", file.display()));
         // Host paths differ per checkout: make bind sources relative to the example again.
+        let canonical = std::fs::canonicalize(&dir).unwrap();
         for v in &mut agent.spec.volumes {
-            if let Ok(rel) = Path::new(&v.source).strip_prefix(&dir) {
+            let src = Path::new(&v.source);
+            if let Some(rel) = src
+                .strip_prefix(&dir)
+                .ok()
+                .or_else(|| src.strip_prefix(&canonical).ok())
+            {
                 v.source = format!("<example>/{}", rel.display());
             }
         }

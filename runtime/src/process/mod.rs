@@ -496,6 +496,10 @@ pub fn default_cgroup_root() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/");
     }
+    // A subtree `aac system setup-rootless` prepared for this user.
+    if let Some(r) = crate::host::rootless_cgroup_root(nix::unistd::getuid().as_raw()) {
+        return r;
+    }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let Ok(layout) = crate::stats::CgroupLayout::detect() else {
         return PathBuf::from("/");
