@@ -28,6 +28,8 @@ use crate::status::{Health, HealthStatus, Phase};
 /// First restart delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// `onUnhealthy: stop`: time between SIGTERM and SIGKILL (docker's stop default).
+pub const UNHEALTHY_STOP_GRACE: Duration = Duration::from_secs(10);
 /// A run this long resets the back-off.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
@@ -505,6 +507,8 @@ pub async fn run<T: Task>(
             let wait = task.wait();
             tokio::pin!(wait);
             let mut next_probe = health_check.as_ref().map(|h| started + h.interval);
+            // `onUnhealthy: stop` sends SIGTERM, then SIGKILL after this.
+            let mut kill_at: Option<Instant> = None;
             // Lines dropped on a full disk are reported while it runs, not only at its exit.
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,6 +518,10 @@ pub async fn run<T: Task>(
                     .unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
                     r = &mut wait => break r,
+                    _ = tokio::time::sleep(kill_at.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()), if kill_at.is_some() => {
+                        kill_at = None;
+                        let _ = task.kill(libc_sigkill()).await;
+                    }
                     _ = tick.tick() => {
                         let dropped = log.lock().map(|w| w.dropped).unwrap_or(0);
                         if dropped != status.log_dropped_lines {
@@ -540,6 +548,7 @@ pub async fn run<T: Task>(
                                     OnUnhealthy::Stop => {
                                         let _ = std::fs::write(&stop_marker, b"unhealthy");
                                         let _ = task.kill(libc_sigterm()).await;
+                                        kill_at = Some(Instant::now() + UNHEALTHY_STOP_GRACE);
                                     }
                                 }
                             }
