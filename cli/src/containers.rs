@@ -266,17 +266,28 @@ fn parse_signal(s: &str) -> anyhow::Result<i32> {
         .map_err(|_| anyhow!("{s:?} is not a signal"))
 }
 
+/// Whether the backend runs the container's main process now (whatever the records say).
+async fn task_running(ctx: &Ctx, e: &Entry) -> bool {
+    match e.rec.backend {
+        Backend::Containerd => match ctx.client_for(&e.rec).await {
+            Ok(c) => c
+                .task_state(&e.rec.id)
+                .await
+                .map(|s| s.status == aac_runtime::containerd::TaskStatus::Running)
+                .unwrap_or(false),
+            Err(_) => false,
+        },
+        Backend::Process => is_running(ctx, e).await,
+    }
+}
+
 /// Signal a container that may exit at any moment: failing because it is already gone is
 /// success.
 async fn signal_running(ctx: &Ctx, e: &Entry, signal: i32) -> anyhow::Result<()> {
     match signal_container(ctx, &e.rec, signal, false).await {
         Ok(()) => Ok(()),
         Err(err) => {
-            let cur = Entry {
-                rec: e.rec.clone(),
-                status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
-            };
-            if is_running(ctx, &cur).await {
+            if task_running(ctx, e).await {
                 Err(err)
             } else {
                 Ok(())
@@ -309,24 +320,6 @@ async fn settle_without_monitor(ctx: &Ctx, e: &Entry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Wait until the container's process is gone, up to `timeout`.
-async fn wait_stopped(ctx: &Ctx, e: &Entry, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let cur = Entry {
-            rec: e.rec.clone(),
-            status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
-        };
-        if !is_running(ctx, &cur).await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow::Result<()> {
     write_stop_marker(ctx, &e.rec.id, b"stop")?;
     // A monitor records the exit (and keeps it from restarting); bring one back if it died.
@@ -338,18 +331,36 @@ async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow:
         },
     )
     .await;
-    if is_running(ctx, e).await {
-        signal_running(ctx, e, signal).await?;
-        if !wait_stopped(ctx, e, grace).await {
-            signal_running(ctx, e, Signal::SIGKILL as i32).await?;
-            wait_stopped(ctx, e, Duration::from_secs(10)).await;
+    // Signal whatever runs until the monitor says it exited: a restart that was already under
+    // way when the marker appeared gets its signal too.
+    let started = Instant::now();
+    let mut signalled: Option<(Option<u32>, Instant)> = None;
+    let mut killed = false;
+    loop {
+        let cur = Entry {
+            rec: e.rec.clone(),
+            status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
+        };
+        let monitored = monitor_alive(&cur.status);
+        if cur.status.phase == Phase::Exited || (!monitored && !is_running(ctx, &cur).await) {
+            break;
         }
-    }
-    // Let a live monitor record the exit; otherwise record it ourselves.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let st = record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default();
-        if st.phase == Phase::Exited || !monitor_alive(&st) {
+        if is_running(ctx, &cur).await {
+            match signalled {
+                Some((pid, at)) if pid == cur.status.pid => {
+                    if !killed && at.elapsed() >= grace {
+                        signal_running(ctx, &cur, Signal::SIGKILL as i32).await?;
+                        killed = true;
+                    }
+                }
+                _ => {
+                    signal_running(ctx, &cur, signal).await?;
+                    signalled = Some((cur.status.pid, Instant::now()));
+                    killed = signal == Signal::SIGKILL as i32;
+                }
+            }
+        }
+        if started.elapsed() > grace + Duration::from_secs(20) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

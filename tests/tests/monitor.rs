@@ -177,7 +177,8 @@ fn since_until_tail_timestamps_and_streams() {
         IMAGE,
         "sh",
         "-c",
-        "echo out1; echo err1 >&2; sleep 2; echo out2; echo err2 >&2",
+        // stdout and stderr are two pipes: only a pause orders lines across them
+        "echo out1; sleep 0.3; echo err1 >&2; sleep 2; echo out2; sleep 0.3; echo err2 >&2",
     ]);
     assert_eq!(a.ok(&["wait", "streams"]).trim(), "0");
     let out = a.run(&["logs", "streams"]);
@@ -625,21 +626,15 @@ fn oom_kill_is_reported() {
         "-c",
         "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
     ]);
-    assert_eq!(a.ok(&["wait", "oom"]).trim(), "137");
+    let code = a.ok(&["wait", "oom"]);
     let s = state(a, "oom");
+    assert_eq!(code.trim(), "137", "{s}\n{}", a.ok(&["logs", "oom"]));
     assert_eq!(s["OOMKilled"], true, "{s}");
     assert_eq!(s["ExitCode"], 137);
     assert!(!a.ok(&["logs", "oom"]).contains("survived"));
     // and a plain exit 137 is no OOM
     a.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "not-oom",
-        IMAGE,
-        "sh",
-        "-c",
-        "kill -9 $$",
+        "run", "-d", "--name", "not-oom", IMAGE, "sh", "-c", "exit 137",
     ]);
     assert_eq!(a.ok(&["wait", "not-oom"]).trim(), "137");
     assert_eq!(state(a, "not-oom")["OOMKilled"], false);
@@ -704,7 +699,8 @@ fn killed_monitor_leaves_the_container_and_a_new_one_adopts_it() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(task_running(&id));
     // ps still lists it and brings a monitor back
-    let ps = a.ok(&["ps"]);
+    let out = a.run(&["ps"]);
+    let ps = text(&out.stdout);
     assert!(
         ps.lines()
             .any(|l| l.contains("orphan") && l.contains("Up ")),
@@ -712,7 +708,9 @@ fn killed_monitor_leaves_the_container_and_a_new_one_adopts_it() {
     );
     let s = state(a, "orphan");
     let new = s["MonitorPid"].as_i64().unwrap();
-    assert_ne!(new, old);
+    let shim_log = std::fs::read_to_string(a.run_dir.join("containers").join(&id).join("shim.log"))
+        .unwrap_or_default();
+    assert_ne!(new, old, "ps: {}\nshim.log: {shim_log}", text(&out.stderr));
     assert_eq!(s["MonitorAlive"], true, "{s}");
     // the first run's output reaches the log whole, across the gap; then the restart
     let v = a.wait_for("orphan", LONG, "the restart and its exit", |v| {
