@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages=(containerd runc containernetworking-plugins protobuf-compiler busybox-static iproute2 iptables python3)
+packages=(containerd runc containernetworking-plugins protobuf-compiler busybox-static iproute2 iptables
+          python3 python3-pip docker-registry apache2-utils openssl util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +27,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+
+echo "== cargo build"
+# The CLI tests drive target/debug/aac and aac-shim.
+cargo build --workspace -q
 
 echo "== cargo test"
 # Integration tests start their own containerd; they need root (or skip with a message).

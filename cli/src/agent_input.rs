@@ -9,6 +9,7 @@ use aac_runtime::spec::builder::{self, HostLimits, SpecContext};
 use anyhow::Context;
 use clap::Args;
 
+use crate::context::Ctx;
 use crate::exit::{CliError, CliResult};
 
 #[derive(Args, Debug)]
@@ -77,9 +78,16 @@ pub fn validate(args: ValidateArgs) -> CliResult<u8> {
     }
 }
 
-pub fn spec(args: SpecArgs) -> CliResult<u8> {
+pub async fn spec(cli: &Ctx, args: SpecArgs) -> CliResult<u8> {
     let agent = load_agent(&args.path, &args.flags)
         .map_err(|d| CliError::aac(anyhow::anyhow!("invalid agent:\n{d}")))?;
+    // The image's entrypoint, cmd, env and user shape the process: use them when containerd
+    // has the image.
+    let image = match cli.client().await {
+        Ok(c) => c.image_config(&agent.image_ref()).await.ok(),
+        Err(_) => None,
+    };
+    let volumes_dir = cli.dirs.volumes_dir();
     let name = args.name.unwrap_or_else(|| agent.metadata.name.clone());
     let host = HostLimits::current();
     // Secret values are never printed: the spec shows where each would come from.
@@ -87,9 +95,9 @@ pub fn spec(args: SpecArgs) -> CliResult<u8> {
     let ctx = SpecContext {
         container_id: &name,
         name: &name,
-        image: None,
+        image: image.as_ref(),
         host: &host,
-        volumes_dir: Path::new("/var/lib/aac/volumes"),
+        volumes_dir: &volumes_dir,
         netns_path: None,
         extra_mounts: Vec::new(),
         terminal: false,
@@ -97,10 +105,10 @@ pub fn spec(args: SpecArgs) -> CliResult<u8> {
     };
     let spec = match builder::build(&agent, &ctx) {
         Ok(s) => s,
-        // Without an image there may be no command yet: show the rest of the spec.
         Err(builder::SpecError::NoCommand) => {
             return Err(CliError::aac(anyhow::anyhow!(
-                "the agent has no command; set spec.command (the image's entrypoint is only known when it runs)"
+                "the agent has no command: set spec.command, or import or pull its image {} so its entrypoint is known",
+                agent.image_ref()
             )))
         }
         Err(e) => return Err(CliError::aac(e.into())),

@@ -6,6 +6,7 @@ mod containers;
 mod context;
 mod exit;
 mod images;
+mod monitoring;
 mod networks;
 mod run;
 mod terminal;
@@ -75,6 +76,12 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Live resource usage of containers (CPU, memory without page cache, network, block I/O).
+    Stats(monitoring::StatsArgs),
+    /// The processes of a container.
+    Top(monitoring::TopArgs),
+    /// What happens to containers, live and from the journal.
+    Events(monitoring::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +90,6 @@ fn main() -> ExitCode {
     let ctx = context::Ctx::new(cli.global);
     let result = match cli.command {
         Command::Validate(a) => agent_input::validate(a),
-        Command::Spec(a) => agent_input::spec(*a),
         other => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -101,7 +107,8 @@ fn main() -> ExitCode {
 
 async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
     match command {
-        Command::Validate(_) | Command::Spec(_) => Ok(0),
+        Command::Validate(_) => Ok(0),
+        Command::Spec(a) => agent_input::spec(ctx, *a).await,
         Command::Run(a) => run::run(ctx, *a).await,
         Command::Up(a) => run::up(ctx, *a).await,
         Command::Ps(a) => containers::ps(ctx, a).await,
@@ -118,6 +125,9 @@ async fn dispatch(ctx: &context::Ctx, command: Command) -> exit::CliResult<u8> {
         Command::Image(images::ImageCommand::Rm(a)) => images::remove(ctx, a).await,
         Command::Image(images::ImageCommand::Import(a)) => images::import(ctx, a).await,
         Command::Network(c) => networks::run(ctx, c),
+        Command::Stats(a) => monitoring::stats(ctx, a).await,
+        Command::Top(a) => monitoring::top(ctx, a).await,
+        Command::Events(a) => monitoring::events(ctx, a).await,
     }
 }
 

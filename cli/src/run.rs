@@ -217,8 +217,9 @@ async fn launch(
             Some(client.image_config(&image_ref).await?)
         }
         Backend::Process => {
-            if agent.spec.command.is_empty() && agent.spec.args.is_empty() {
-                // `aac run --runtime process CMD ARGS`: the "image" is the command.
+            if agent.spec.command.is_empty() {
+                // `aac run --runtime process CMD ARGS`: the "image" is the command, ARGS its
+                // arguments.
                 if let Some(cmd) = image_arg.clone() {
                     agent.spec.command = vec![cmd];
                 }
@@ -367,6 +368,7 @@ async fn launch(
     };
     rec.save(&ctx.dirs)?;
     record::save_status(&ctx.dirs, &id, &ContainerStatus::default())?;
+    crate::monitoring::record_create(ctx, &rec);
 
     // Foreground runs follow the log from its first line, so start following before the
     // container exists; --rm waits for our lock before removing the records we read.

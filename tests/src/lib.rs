@@ -195,10 +195,27 @@ disabled_plugins = [
     );
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).unwrap();
-    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let _ = ENV_DIR.set(dir.clone());
+    // SAFETY: registers a plain extern "C" function without captured state.
+    unsafe {
+        libc::atexit(stop_containerd);
+    }
+    spawn_containerd(&dir);
+    Env { dir, socket }
+}
+
+/// Start containerd on `dir`'s config and wait for its socket.
+fn spawn_containerd(dir: &Path) {
+    let socket = dir.join("c.sock");
+    let _ = std::fs::remove_file(&socket);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
     let child = Command::new("containerd")
         .arg("--config")
-        .arg(&config_path)
+        .arg(dir.join("config.toml"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -207,11 +224,6 @@ disabled_plugins = [
     let pid = child.id() as i32;
     std::fs::write(dir.join("containerd.pid"), pid.to_string()).unwrap();
     CONTAINERD_PID.store(pid, Ordering::SeqCst);
-    let _ = ENV_DIR.set(dir.clone());
-    // SAFETY: registers a plain extern "C" function without captured state.
-    unsafe {
-        libc::atexit(stop_containerd);
-    }
     std::mem::forget(child); // reaped in stop_containerd
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
@@ -224,7 +236,14 @@ disabled_plugins = [
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Env { dir, socket }
+}
+
+/// Stop this binary's containerd (its shims and containers keep running) and start it again
+/// on the same root, state and socket.
+pub fn restart_containerd() {
+    let dir = env().dir.clone();
+    stop_pid(CONTAINERD_PID.load(Ordering::SeqCst));
+    spawn_containerd(&dir);
 }
 
 /// Runs an async block on a fresh runtime in another thread (usable from inside tests'

@@ -28,6 +28,21 @@ pub fn container_labels(rec: &ContainerRecord) -> HashMap<String, String> {
     labels
 }
 
+/// How long a monitor waits for containerd to come back before giving up on a container.
+const CONTAINERD_OUTAGE: Duration = Duration::from_secs(300);
+
+/// containerd went away or the call was cut: worth retrying.
+fn is_transient(e: &CtrdError) -> bool {
+    match e {
+        CtrdError::Unreachable { .. } => true,
+        CtrdError::Grpc { code, .. } => matches!(
+            code,
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ),
+        _ => false,
+    }
+}
+
 fn backend_err(e: CtrdError) -> MonitorError {
     let code = e.exit_code();
     MonitorError::backend(e, code)
@@ -151,11 +166,19 @@ impl Task for ContainerdTask {
     }
 
     async fn wait(&self) -> Result<i32, MonitorError> {
-        self.client
-            .wait(self.id())
-            .await
-            .map(|s| s.code as i32)
-            .map_err(backend_err)
+        // containerd may restart while the container runs (an upgrade, a crash): its shim and
+        // the container live on, so keep waiting until containerd answers again.
+        let deadline = std::time::Instant::now() + CONTAINERD_OUTAGE;
+        loop {
+            match self.client.wait(self.id()).await {
+                Ok(s) => return Ok(s.code as i32),
+                Err(e) if is_transient(&e) && std::time::Instant::now() < deadline => {
+                    tracing::warn!("waiting for {}: {e}; retrying", self.id());
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(backend_err(e)),
+            }
+        }
     }
 
     async fn kill(&self, signal: i32) -> Result<(), MonitorError> {
