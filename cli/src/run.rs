@@ -277,12 +277,8 @@ async fn launch(
         None
     };
     if !agent.spec.services.is_empty() {
-        let vars = network::resolve_services(
-            &ctx.dirs,
-            &mode,
-            &agent.spec.services,
-            network::DEFAULT_SERVICE_TIMEOUT,
-        )?;
+        let vars =
+            network::resolve_services(&ctx.dirs, &mode, &agent.spec.services, service_timeout()?)?;
         for (k, v) in vars {
             agent.spec.environment.push(agent::EnvVar {
                 name: k,
@@ -396,7 +392,36 @@ async fn launch(
     }
     let code = attach(ctx, &rec, follower, how).await?;
     drop(attach_lock);
+    if how.rm {
+        // Like docker, return once the container is gone: its name is free again then.
+        wait_removed(ctx, &id).await;
+    }
     Ok(code)
+}
+
+/// How long to wait for `spec.services`: `$AAC_SERVICE_TIMEOUT` (`2s`, `1m30s`) or 30 s.
+fn service_timeout() -> CliResult<Duration> {
+    match std::env::var("AAC_SERVICE_TIMEOUT") {
+        Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim()).map_err(|e| {
+            CliError::aac(anyhow!(
+                "AAC_SERVICE_TIMEOUT={v:?} is not a duration (like 10s or 1m): {e}"
+            ))
+        }),
+        _ => Ok(network::DEFAULT_SERVICE_TIMEOUT),
+    }
+}
+
+/// Wait (bounded) until the monitor has removed an `--rm` container's records.
+async fn wait_removed(ctx: &Ctx, id: &str) {
+    let dir = ctx.dirs.container_dir(id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dir.exists() {
+        if Instant::now() > deadline {
+            tracing::warn!("container {id} was not removed within 15s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A process-backend command must exist on the host: an image reference given by mistake

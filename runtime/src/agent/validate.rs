@@ -304,10 +304,6 @@ impl Validator<'_> {
             self.port(&format!("{p}.container"), port.container);
             let Some(host) = port.host else { continue };
             let hp = format!("{p}.host");
-            if host == 0 {
-                self.port(&hp, host);
-                continue;
-            }
             match mode {
                 NetworkMode::None => {
                     self.err(&hp, "cannot publish a port with network mode none");
@@ -320,6 +316,10 @@ impl Validator<'_> {
                     );
                 }
                 _ => {}
+            }
+            if host == 0 {
+                // An ephemeral host port (`-p 8080`), picked when the agent starts.
+                continue;
             }
             if let Some((j, _)) = published.iter().find(|(_, q)| {
                 q.host == Some(host)
@@ -635,9 +635,23 @@ mod tests {
             vec![
                 "spec.ports[2].host: host port 8080/tcp is already published by spec.ports[0]",
                 "spec.ports[3].container: 0 is not a port (1-65535)",
-                "spec.ports[4].host: 0 is not a port (1-65535)",
             ]
         );
+        // Host port 0 is an ephemeral port (`-p 8080`), never a clash, but still published.
+        a.spec.ports = vec![
+            p(83, Some(0), Protocol::Tcp, None),
+            p(84, Some(0), Protocol::Tcp, None),
+        ];
+        assert!(messages(&a).is_empty());
+        a.spec.network.mode = NetworkMode::None;
+        assert_eq!(
+            messages(&a),
+            vec![
+                "spec.ports[0].host: cannot publish a port with network mode none",
+                "spec.ports[1].host: cannot publish a port with network mode none",
+            ]
+        );
+        a.spec.network.mode = NetworkMode::Bridge;
         // different IPs do not clash
         a.spec.ports = vec![
             p(80, Some(80), Protocol::Tcp, Some("127.0.0.1")),

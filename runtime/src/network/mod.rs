@@ -813,12 +813,18 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
                 netns: ns,
                 ifname: CONTAINER_IFNAME,
             };
+            // Without the ADD result (aac died between the ADD and its record) the firewall
+            // plugin's DEL does nothing at all: give it the address host-local handed out.
+            let recovered = match &record.result {
+                Some(_) => None,
+                None => recover_result(dirs, id, list, ns),
+            };
             for e in cni::del_list(
                 &plugins,
                 inv,
                 list,
                 &record.runtime_config,
-                record.result.as_ref(),
+                record.result.as_ref().or(recovered.as_ref()),
             ) {
                 tracing::warn!(container = id, "detach: {e}");
             }
@@ -847,6 +853,41 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
     }
     tracing::info!(container = id, network = %record.network, "detached");
     Ok(())
+}
+
+/// A stand-in for a lost CNI ADD result: the address host-local allocated to `id` (its files
+/// under `<data>/cni/networks/<network>/` are named by address and hold the container ID),
+/// with the prefix and gateway of the conflist's range.
+fn recover_result(dirs: &StateDirs, id: &str, list: &Value, ns: &Path) -> Option<Value> {
+    let network = list.get("name")?.as_str()?;
+    let dir = defs::ipam_dir(dirs).join(network);
+    let ip = fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let ip: IpAddr = e.file_name().to_str()?.parse().ok()?;
+            let owner = fs::read_to_string(e.path()).ok()?;
+            (owner.lines().next().map(str::trim) == Some(id)).then_some(ip)
+        })?;
+    let range = list
+        .get("plugins")?
+        .as_array()?
+        .iter()
+        .find_map(|p| p.pointer("/ipam/ranges/0/0"))?;
+    let subnet: ipnet::IpNet = range.get("subnet")?.as_str()?.parse().ok()?;
+    let mut ip_entry = json!({
+        "interface": 0,
+        "address": format!("{ip}/{}", subnet.prefix_len()),
+    });
+    if let Some(gw) = range.get("gateway") {
+        ip_entry["gateway"] = gw.clone();
+    }
+    tracing::info!(container = id, %ip, "recovered the address of an unrecorded CNI result");
+    Some(json!({
+        "cniVersion": list.get("cniVersion").cloned().unwrap_or(json!(cni::CNI_VERSION)),
+        "interfaces": [{"name": CONTAINER_IFNAME, "sandbox": ns}],
+        "ips": [ip_entry],
+    }))
 }
 
 /// Detach every attachment whose container is not in `live_ids`. Returns the IDs detached.
