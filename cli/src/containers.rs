@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aac_runtime::containerd::Stdio as CtrdStdio;
 use aac_runtime::events::{self, Event, EventType};
 use aac_runtime::logs::{self, Follower, LogFilter, Stream};
+use aac_runtime::monitor;
 use aac_runtime::network;
 use aac_runtime::record::{self, Backend, ContainerRecord};
 use aac_runtime::state::new_id;
@@ -15,7 +16,7 @@ use anyhow::{anyhow, Context as _};
 use clap::{Args, ValueEnum};
 use nix::sys::signal::Signal;
 
-use crate::context::Ctx;
+use crate::context::{launch_monitor, Ctx};
 use crate::exit::{CliError, CliResult};
 use crate::terminal;
 
@@ -137,6 +138,68 @@ pub fn monitor_alive(st: &ContainerStatus) -> bool {
     })
 }
 
+/// Mark a container as stopped by its user. On a full disk the file is still created (empty),
+/// and its existence is what counts.
+fn write_stop_marker(ctx: &Ctx, id: &str, why: &[u8]) -> anyhow::Result<()> {
+    let path = record::stop_marker(&ctx.dirs, id);
+    match std::fs::write(&path, why) {
+        Ok(()) => Ok(()),
+        Err(_) if path.exists() => Ok(()),
+        Err(e) => Err(anyhow!("marking the container as stopped: {e}")),
+    }
+}
+
+/// A container that should have a monitor but whose monitor died (`kill -9`, OOM, a reboot
+/// of nothing but aac-shim): start a new one, which adopts the running task (or collects its
+/// exit and applies the restart policy). Returns the entry as it is afterwards.
+pub async fn ensure_monitor(ctx: &Ctx, e: Entry) -> Entry {
+    if !matches!(e.status.phase, Phase::Running | Phase::Restarting)
+        || e.rec.backend != Backend::Containerd
+        || monitor::monitor_running(&ctx.dirs, &e.rec.id)
+    {
+        return e;
+    }
+    // One CLI at a time re-attaches; the others then find the new monitor's lock held.
+    let run_dir = ctx.dirs.container_run_dir(&e.rec.id);
+    let guard = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(run_dir.join("reattach.lock"))
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    let reload = |e: Entry| Entry {
+        status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or(e.status.clone()),
+        rec: e.rec,
+    };
+    let e = reload(e);
+    if !matches!(e.status.phase, Phase::Running | Phase::Restarting)
+        || monitor::monitor_running(&ctx.dirs, &e.rec.id)
+    {
+        return e;
+    }
+    if record::stop_marker(&ctx.dirs, &e.rec.id).exists() && !is_running(ctx, &e).await {
+        // Stopped while nobody watched: record that, do not bring it back.
+        if let Err(err) = settle_without_monitor(ctx, &e).await {
+            tracing::warn!("recording the exit of {}: {err:#}", e.rec.name);
+        }
+        return reload(e);
+    }
+    match launch_monitor(&ctx.dirs, &e.rec.id) {
+        Ok(o) if o.ok => tracing::info!("re-attached a monitor to {} (pid {})", e.rec.name, o.pid),
+        Ok(o) => eprintln!(
+            "aac: warning: re-attaching a monitor to {}: {}",
+            e.rec.name, o.error
+        ),
+        Err(err) => eprintln!(
+            "aac: warning: re-attaching a monitor to {}: {err:#}",
+            e.rec.name
+        ),
+    }
+    drop(guard);
+    reload(e)
+}
+
 /// Whether the container's main process is running now, asking the backend when the
 /// monitor is gone.
 async fn is_running(ctx: &Ctx, e: &Entry) -> bool {
@@ -203,17 +266,28 @@ fn parse_signal(s: &str) -> anyhow::Result<i32> {
         .map_err(|_| anyhow!("{s:?} is not a signal"))
 }
 
+/// Whether the backend runs the container's main process now (whatever the records say).
+async fn task_running(ctx: &Ctx, e: &Entry) -> bool {
+    match e.rec.backend {
+        Backend::Containerd => match ctx.client_for(&e.rec).await {
+            Ok(c) => c
+                .task_state(&e.rec.id)
+                .await
+                .map(|s| s.status == aac_runtime::containerd::TaskStatus::Running)
+                .unwrap_or(false),
+            Err(_) => false,
+        },
+        Backend::Process => is_running(ctx, e).await,
+    }
+}
+
 /// Signal a container that may exit at any moment: failing because it is already gone is
 /// success.
 async fn signal_running(ctx: &Ctx, e: &Entry, signal: i32) -> anyhow::Result<()> {
     match signal_container(ctx, &e.rec, signal, false).await {
         Ok(()) => Ok(()),
         Err(err) => {
-            let cur = Entry {
-                rec: e.rec.clone(),
-                status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
-            };
-            if is_running(ctx, &cur).await {
+            if task_running(ctx, e).await {
                 Err(err)
             } else {
                 Ok(())
@@ -246,39 +320,47 @@ async fn settle_without_monitor(ctx: &Ctx, e: &Entry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Wait until the container's process is gone, up to `timeout`.
-async fn wait_stopped(ctx: &Ctx, e: &Entry, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow::Result<()> {
+    write_stop_marker(ctx, &e.rec.id, b"stop")?;
+    // A monitor records the exit (and keeps it from restarting); bring one back if it died.
+    let e = &ensure_monitor(
+        ctx,
+        Entry {
+            rec: e.rec.clone(),
+            status: e.status.clone(),
+        },
+    )
+    .await;
+    // Signal whatever runs until the monitor says it exited: a restart that was already under
+    // way when the marker appeared gets its signal too.
+    let started = Instant::now();
+    let mut signalled: Option<(Option<u32>, Instant)> = None;
+    let mut killed = false;
     loop {
         let cur = Entry {
             rec: e.rec.clone(),
             status: record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default(),
         };
-        if !is_running(ctx, &cur).await {
-            return true;
+        let monitored = monitor_alive(&cur.status);
+        if cur.status.phase == Phase::Exited || (!monitored && !is_running(ctx, &cur).await) {
+            break;
         }
-        if Instant::now() >= deadline {
-            return false;
+        if is_running(ctx, &cur).await {
+            match signalled {
+                Some((pid, at)) if pid == cur.status.pid => {
+                    if !killed && at.elapsed() >= grace {
+                        signal_running(ctx, &cur, Signal::SIGKILL as i32).await?;
+                        killed = true;
+                    }
+                }
+                _ => {
+                    signal_running(ctx, &cur, signal).await?;
+                    signalled = Some((cur.status.pid, Instant::now()));
+                    killed = signal == Signal::SIGKILL as i32;
+                }
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow::Result<()> {
-    std::fs::write(record::stop_marker(&ctx.dirs, &e.rec.id), b"stop")
-        .context("marking the container as stopped")?;
-    if is_running(ctx, e).await {
-        signal_running(ctx, e, signal).await?;
-        if !wait_stopped(ctx, e, grace).await {
-            signal_running(ctx, e, Signal::SIGKILL as i32).await?;
-            wait_stopped(ctx, e, Duration::from_secs(10)).await;
-        }
-    }
-    // Let a live monitor record the exit; otherwise record it ourselves.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let st = record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default();
-        if st.phase == Phase::Exited || !monitor_alive(&st) {
+        if started.elapsed() > grace + Duration::from_secs(20) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -327,8 +409,7 @@ pub async fn kill(ctx: &Ctx, args: KillArgs) -> CliResult<u8> {
                 return Err(CliError::aac(anyhow!("container {n} is not running")));
             }
             if sig == Signal::SIGKILL as i32 || sig == Signal::SIGTERM as i32 {
-                std::fs::write(record::stop_marker(&ctx.dirs, &e.rec.id), b"kill")
-                    .context("marking the container as stopped")?;
+                write_stop_marker(ctx, &e.rec.id, b"kill")?;
             }
             signal_container(ctx, &e.rec, sig, false).await?;
             let _ = events::append(
@@ -433,9 +514,10 @@ pub async fn ps(ctx: &Ctx, args: PsArgs) -> CliResult<u8> {
             continue;
         };
         let status = record::load_status(&ctx.dirs, &id).unwrap_or_default();
-        let running = matches!(status.phase, Phase::Running | Phase::Restarting);
+        let e = ensure_monitor(ctx, Entry { rec, status }).await;
+        let running = matches!(e.status.phase, Phase::Running | Phase::Restarting);
         if args.all || running {
-            entries.push(Entry { rec, status });
+            entries.push(e);
         }
     }
     entries.sort_by(|a, b| b.rec.created.cmp(&a.rec.created));
@@ -514,7 +596,7 @@ fn short(id: &str, no_trunc: bool) -> String {
 pub async fn inspect(ctx: &Ctx, args: NamesArgs) -> CliResult<u8> {
     let mut out = Vec::new();
     for n in &args.names {
-        let e = load(ctx, n)?;
+        let e = ensure_monitor(ctx, load(ctx, n)?).await;
         let dir = ctx.dirs.container_dir(&e.rec.id);
         out.push(serde_json::json!({
             "Id": e.rec.id,
@@ -538,7 +620,7 @@ pub async fn inspect(ctx: &Ctx, args: NamesArgs) -> CliResult<u8> {
                 "Health": e.status.health,
                 "LogDroppedLines": e.status.log_dropped_lines,
                 "MonitorPid": e.status.monitor_pid,
-                "MonitorAlive": monitor_alive(&e.status),
+                "MonitorAlive": monitor::monitor_running(&ctx.dirs, &e.rec.id),
             },
             "Ports": e.rec.ports,
             "Network": network::attachment(&ctx.dirs, &e.rec.id).ok().flatten(),
@@ -553,7 +635,7 @@ pub async fn inspect(ctx: &Ctx, args: NamesArgs) -> CliResult<u8> {
 
 pub async fn wait(ctx: &Ctx, args: NamesArgs) -> CliResult<u8> {
     for n in &args.names {
-        let e = load(ctx, n)?;
+        let e = ensure_monitor(ctx, load(ctx, n)?).await;
         loop {
             let st = record::load_status(&ctx.dirs, &e.rec.id).unwrap_or_default();
             let cur = Entry {
@@ -587,7 +669,13 @@ fn print_entry(e: &logs::Entry, timestamps: bool) {
 }
 
 pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult<u8> {
-    let e = load(ctx, &args.name)?;
+    let e = ensure_monitor(ctx, load(ctx, &args.name)?).await;
+    if e.status.log_dropped_lines > 0 {
+        eprintln!(
+            "aac: warning: {} log lines of {} were dropped because its log could not be written (disk full?)",
+            e.status.log_dropped_lines, e.rec.name
+        );
+    }
     let now = SystemTime::now();
     let parse = |s: &Option<String>, flag: &str| -> CliResult<Option<SystemTime>> {
         s.as_deref()
@@ -609,18 +697,17 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult<u8> {
         tail,
     };
     let dir = ctx.dirs.container_dir(&e.rec.id);
-    // Start following before reading so nothing written in between is lost; the reader's
-    // last entry tells where the follower's output begins.
-    let mut follower = args
-        .follow
-        .then(|| Follower::from_end(&dir, filter.clone()));
-    for entry in logs::read(&dir, &filter) {
-        print_entry(&entry, args.timestamps);
-    }
-    let _ = std::io::stdout().flush();
-    let Some(f) = follower.as_mut() else {
+    if !args.follow {
+        for entry in logs::read(&dir, &filter) {
+            print_entry(&entry, args.timestamps);
+        }
+        let _ = std::io::stdout().flush();
         return Ok(0);
-    };
+    }
+    // The follower's first poll hands out the stored entries (tail applied), the next ones
+    // what came after: nothing is lost or shown twice in between.
+    let mut follower = Follower::from_start(&dir, filter);
+    let f = &mut follower;
     loop {
         for entry in f.poll() {
             print_entry(&entry, args.timestamps);
@@ -639,7 +726,7 @@ pub async fn logs(ctx: &Ctx, args: LogsArgs) -> CliResult<u8> {
             }
             return Ok(0);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

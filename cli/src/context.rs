@@ -82,8 +82,12 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
     let run_dir = dirs.container_run_dir(id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let log_path = run_dir.join("shim.log");
-    let shim_log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Appended to: a re-attached monitor keeps what its predecessor said.
+    let shim_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let (read_end, write_end) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the sync pipe")?;
     let write_fd = write_end.as_raw_fd();

@@ -146,13 +146,33 @@ impl LogWriter {
                 tracing::warn!("log rotation failed: {e}");
             }
         }
+        if self.file.is_none() {
+            // A rotation or an earlier error left no file: try again (the disk may have room
+            // by now), else drop the line.
+            let p = self.dir.join(LOG_FILE);
+            if let Ok(f) = OpenOptions::new().create(true).append(true).open(&p) {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(f);
+            }
+        }
         let Some(file) = self.file.as_mut() else {
             self.dropped += 1;
             return;
         };
         match file.write_all(&buf) {
             Ok(()) => self.size += buf.len() as u64,
-            Err(_) => self.dropped += 1,
+            Err(e) => {
+                if self.dropped == 0 {
+                    tracing::warn!(
+                        "writing the log in {}: {e}; dropping lines",
+                        self.dir.display()
+                    );
+                }
+                self.dropped += 1;
+                // A part of the line may have made it: cut it off so the next line starts on
+                // a line of its own (and the space is given back).
+                let _ = file.set_len(self.size);
+            }
         }
     }
 
@@ -295,7 +315,7 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Start at the current end of the log (after the entries [`read`] returned).
+    /// Start at the current end of the log (new entries only).
     pub fn from_end(dir: &Path, filter: LogFilter) -> Follower {
         Follower {
             tailer: LineTailer::from_end(&dir.join(LOG_FILE), &dir.join(format!("{LOG_FILE}.1"))),
@@ -306,15 +326,32 @@ impl Follower {
         }
     }
 
-    /// Entries written since the last call. Never misses or repeats an entry across a
-    /// rotation: the old file is read to its end before the new one is opened.
+    /// Start at the beginning of the oldest file: the first [`Follower::poll`] returns every
+    /// stored entry (as [`read`] would, `tail` applied), later ones what was written since.
+    /// No entry falls between the stored ones and the followed ones, or shows up in both.
+    pub fn from_start(dir: &Path, filter: LogFilter) -> Follower {
+        Follower {
+            tailer: LineTailer::from_start(&dir.join(LOG_FILE), &dir.join(format!("{LOG_FILE}.1"))),
+            filter,
+        }
+    }
+
+    /// Entries written since the last call. Never misses or repeats an entry across
+    /// rotations, as long as the file it was reading has not been dropped (more than
+    /// `max-file - 1` rotations between two calls).
     pub fn poll(&mut self) -> Vec<Entry> {
-        self.tailer
+        let mut out: Vec<Entry> = self
+            .tailer
             .poll_lines()
             .iter()
             .filter_map(|l| parse_line(l))
             .filter(|e| self.filter.admits(e))
-            .collect()
+            .collect();
+        if let Some(n) = self.filter.tail.take() {
+            let skip = out.len().saturating_sub(n);
+            out.drain(..skip);
+        }
+        out
     }
 }
 
@@ -324,17 +361,22 @@ fn inode_of(path: &Path) -> Option<u64> {
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
 }
 
-/// Follows a file of lines that its writer rotates by renaming it to `rotated` and starting a
-/// new one (logs, the event journal). Hands out each complete line once, in order, across
-/// rotations: when the path names a new file, the old one (still open) is read to its end
-/// first; a whole file that came and went between two polls is found at `rotated` and read too.
+fn file_inode(f: &File) -> u64 {
+    f.metadata()
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(0)
+}
+
+/// Follows a file of lines that its writer rotates by renaming it to `rotated` (`<current>.1`),
+/// the older ones to `<current>.2`, ... and starting a new one (logs, the event journal).
+/// Hands out each complete line once, in order, across rotations: when the path names a new
+/// file, the old one (still open) is read to its end first, then every file that came after
+/// it, oldest first, found by inode among the rotated ones.
 pub struct LineTailer {
     current: PathBuf,
     rotated: PathBuf,
-    file: Option<File>,
-    inode: u64,
-    /// Inode at `rotated` when last looked at (already read, or older than the start).
-    rotated_seen: Option<u64>,
+    /// The file being read and its inode (kept open, so the inode is never reused).
+    file: Option<(File, u64)>,
     pos: u64,
     pending: Vec<u8>,
 }
@@ -342,27 +384,66 @@ pub struct LineTailer {
 impl LineTailer {
     /// Start at the current end of `current` (or at its beginning once it appears).
     pub fn from_end(current: &Path, rotated: &Path) -> LineTailer {
-        let (file, inode, pos) = match File::open(current) {
-            Ok(f) => {
-                let meta = f.metadata().ok();
-                let ino = meta
-                    .as_ref()
-                    .map(std::os::unix::fs::MetadataExt::ino)
-                    .unwrap_or(0);
-                let len = meta.map(|m| m.len()).unwrap_or(0);
-                (Some(f), ino, len)
-            }
-            Err(_) => (None, 0, 0),
+        let mut t = LineTailer {
+            current: current.to_path_buf(),
+            rotated: rotated.to_path_buf(),
+            file: None,
+            pos: 0,
+            pending: Vec::new(),
         };
+        if let Ok(f) = File::open(current) {
+            t.pos = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let ino = file_inode(&f);
+            t.file = Some((f, ino));
+        }
+        t
+    }
+
+    /// Start at the beginning of the oldest rotated file.
+    pub fn from_start(current: &Path, rotated: &Path) -> LineTailer {
         LineTailer {
             current: current.to_path_buf(),
             rotated: rotated.to_path_buf(),
-            file,
-            inode,
-            rotated_seen: inode_of(rotated),
-            pos,
+            file: None,
+            pos: 0,
             pending: Vec::new(),
         }
+    }
+
+    fn name(&self, n: u32) -> PathBuf {
+        match n {
+            0 => self.current.clone(),
+            1 => self.rotated.clone(),
+            n => PathBuf::from(format!("{}.{n}", self.current.display())),
+        }
+    }
+
+    /// The files as they are now, newest first, each opened once (by inode). Taken again when
+    /// a rotation happened while it was being taken.
+    fn snapshot(&self) -> Vec<(File, u64)> {
+        let mut files: Vec<(File, u64)> = Vec::new();
+        for _attempt in 0..10 {
+            files.clear();
+            for n in 0..10_000 {
+                let Ok(f) = File::open(self.name(n)) else {
+                    if n == 0 {
+                        continue;
+                    }
+                    break;
+                };
+                let ino = file_inode(&f);
+                if !files.iter().any(|(_, i)| *i == ino) {
+                    files.push((f, ino));
+                }
+            }
+            // We hold the first file open, so its inode cannot be reused: the same inode at
+            // the current path means no rotation happened meanwhile.
+            let first = files.first().map(|(_, i)| *i);
+            if first.is_none() || inode_of(&self.current) == first {
+                break;
+            }
+        }
+        files
     }
 
     /// Complete lines (without their newline) written since the last call.
@@ -370,32 +451,27 @@ impl LineTailer {
         let mut out = Vec::new();
         self.drain_current(&mut out);
         let current_ino = inode_of(&self.current);
-        if current_ino.is_none() || (self.file.is_some() && current_ino == Some(self.inode)) {
-            return out;
+        match (&self.file, current_ino) {
+            (Some((_, ino)), Some(cur)) if *ino == cur => return out,
+            (Some(_), None) => return out,
+            (None, None) if inode_of(&self.rotated).is_none() => return out,
+            _ => {}
         }
-        // The path names a new file. Whatever reached the old file before the rename: read it.
+        // The path names a new file (or we start from the beginning). Whatever reached the
+        // old file before the rename: read it.
         self.drain_current(&mut out);
-        // More than one rotation since the last poll: the file in between is at `rotated`.
-        let rotated_ino = inode_of(&self.rotated);
-        if rotated_ino.is_some()
-            && rotated_ino != self.rotated_seen
-            && rotated_ino != current_ino
-            && (self.file.is_none() || rotated_ino != Some(self.inode))
-        {
-            if let Ok(f) = File::open(&self.rotated) {
-                self.file = Some(f);
-                self.pos = 0;
-                self.pending.clear();
-                self.drain_current(&mut out);
-            }
-        }
-        self.rotated_seen = rotated_ino;
-        if let Ok(f) = File::open(&self.current) {
-            self.inode = f
-                .metadata()
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-                .unwrap_or(0);
-            self.file = Some(f);
+        let mut files = self.snapshot();
+        let newer = match &self.file {
+            Some((_, ino)) => files
+                .iter()
+                .position(|(_, i)| i == ino)
+                .unwrap_or(files.len()),
+            None => files.len(),
+        };
+        files.truncate(newer);
+        // Oldest first; each read whole, the newest stays open.
+        while let Some((f, ino)) = files.pop() {
+            self.file = Some((f, ino));
             self.pos = 0;
             self.pending.clear();
             self.drain_current(&mut out);
@@ -404,7 +480,9 @@ impl LineTailer {
     }
 
     fn drain_current(&mut self, out: &mut Vec<String>) {
-        let Some(f) = self.file.as_mut() else { return };
+        let Some((f, _)) = self.file.as_mut() else {
+            return;
+        };
         // Truncated in place (a writer keeping a single file): start over from its beginning.
         if f.metadata().is_ok_and(|m| m.len() < self.pos) {
             self.pos = 0;
@@ -515,6 +593,59 @@ mod tests {
         );
         assert_eq!(tail.len(), 5);
         assert_eq!(tail[4].log, "line 1999\n");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn follower_catches_up_over_several_rotations_between_polls() {
+        let d = tmpdir("multi");
+        let mut w = LogWriter::open(&d, 2048, 5).unwrap();
+        for i in 0..10 {
+            w.write(Stream::Stdout, format!("old {i}\n").as_bytes());
+        }
+        let mut from_start = Follower::from_start(
+            &d,
+            LogFilter {
+                tail: Some(3),
+                ..Default::default()
+            },
+        );
+        let first: Vec<String> = from_start.poll().into_iter().map(|e| e.log).collect();
+        assert_eq!(first, ["old 7\n", "old 8\n", "old 9\n"]);
+        let mut follower = Follower::from_end(&d, LogFilter::default());
+        let mut seen = Vec::new();
+        let mut seen2 = Vec::new();
+        let mut n = 0;
+        for round in 0..20 {
+            // about three rotations (of four possible) between two polls
+            for _ in 0..(60 + round) {
+                w.write(Stream::Stdout, format!("line {n}\n").as_bytes());
+                n += 1;
+            }
+            seen.extend(follower.poll());
+            seen2.extend(from_start.poll());
+        }
+        let nums = |v: &[Entry]| -> Vec<u32> {
+            v.iter()
+                .map(|e| e.log.trim().trim_start_matches("line ").parse().unwrap())
+                .collect()
+        };
+        assert_eq!(nums(&seen), (0..n).collect::<Vec<_>>());
+        assert_eq!(nums(&seen2), (0..n).collect::<Vec<_>>());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn full_disk_drops_and_counts_lines() {
+        let d = tmpdir("full");
+        fs::remove_dir_all(&d).unwrap();
+        fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink("/dev/full", d.join(LOG_FILE)).unwrap();
+        let mut w = LogWriter::open(&d, 1 << 20, 3).unwrap();
+        for i in 0..10 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes());
+        }
+        assert_eq!(w.dropped, 10);
         fs::remove_dir_all(d).unwrap();
     }
 

@@ -125,6 +125,9 @@ impl Task for ContainerdTask {
             .iter()
             .any(|c| c.id == self.record.id);
         if exists {
+            // A task left behind (created but never started, or exited and not deleted by a
+            // monitor that died) would block the new one.
+            let _ = self.client.delete_task(self.id()).await;
             self.client
                 .create_task(self.id(), &io)
                 .await
@@ -157,7 +160,7 @@ impl Task for ContainerdTask {
 
     async fn running_pid(&self) -> Option<u32> {
         match self.client.task_state(self.id()).await {
-            Ok(s) if s.status == TaskStatus::Running => Some(s.pid),
+            Ok(s) if matches!(s.status, TaskStatus::Running | TaskStatus::Stopped) => Some(s.pid),
             _ => None,
         }
     }

@@ -30,6 +30,8 @@ use crate::status::{Health, HealthStatus, Phase};
 /// First restart delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// `onUnhealthy: stop`: time between SIGTERM and SIGKILL (docker's stop default).
+pub const UNHEALTHY_STOP_GRACE: Duration = Duration::from_secs(10);
 /// A run this long resets the back-off.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(10);
 
@@ -98,7 +100,8 @@ pub trait Task: CommandRunner + Sync {
         &self,
         stdio: &StdioPaths,
     ) -> impl std::future::Future<Output = Result<u32, MonitorError>> + Send;
-    /// PID of the main process if it is running now (adopting a running container).
+    /// PID of the main process when a new monitor adopts the container: it is running, or it
+    /// exited and nobody has collected its exit yet (then [`Task::wait`] returns at once).
     fn running_pid(&self) -> impl std::future::Future<Output = Option<u32>> + Send;
     /// Wait for the main process to exit; returns the exit code (128+n for signal n).
     fn wait(&self) -> impl std::future::Future<Output = Result<i32, MonitorError>> + Send;
@@ -280,6 +283,81 @@ pub fn oom_kills(cgroup_path: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// File in the container's volatile folder that its monitor holds an exclusive `flock` on for
+/// as long as it runs: the kernel drops the lock when the monitor dies, however it dies.
+pub const MONITOR_LOCK: &str = "monitor.lock";
+
+fn open_monitor_lock(dirs: &StateDirs, id: &str, create: bool) -> io::Result<std::fs::File> {
+    let dir = dirs.container_run_dir(id);
+    if create {
+        std::fs::create_dir_all(&dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(MONITOR_LOCK))
+}
+
+/// Take the monitor lock of container `id`, waiting a little for a concurrent check
+/// ([`monitor_running`] holds it for an instant). Fails when another monitor holds it.
+pub fn lock_monitor(
+    dirs: &StateDirs,
+    id: &str,
+) -> Result<nix::fcntl::Flock<std::fs::File>, MonitorError> {
+    let mut f = open_monitor_lock(dirs, id, true).map_err(|source| MonitorError::Io {
+        context: format!("opening the monitor lock of {id}"),
+        source,
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, e)) => {
+                if Instant::now() >= deadline {
+                    return Err(MonitorError::backend(
+                        format!("container {id} already has a monitor ({e})"),
+                        None,
+                    ));
+                }
+                f = back;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a live monitor holds the lock of container `id`.
+pub fn monitor_running(dirs: &StateDirs, id: &str) -> bool {
+    let Ok(f) = open_monitor_lock(dirs, id, false) else {
+        return false;
+    };
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_free) => false,
+        Err((_, e)) => e == nix::errno::Errno::EWOULDBLOCK,
+    }
+}
+
+/// Save the status; never fatal for the monitor. On a full disk the atomic write (a new file)
+/// fails, so the record is then overwritten in place, which usually needs no new blocks.
+pub fn save_status(dirs: &StateDirs, id: &str, st: &crate::status::ContainerStatus) {
+    let Err(e) = record::save_status(dirs, id, st) else {
+        return;
+    };
+    let path = dirs.container_dir(id).join(crate::state::STATUS_FILE);
+    let in_place = || -> io::Result<()> {
+        use std::io::Write;
+        let body = serde_json::to_vec(st).map_err(io::Error::other)?;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        f.write_all(&body)?;
+        f.set_len(body.len() as u64)?;
+        Ok(())
+    };
+    if let Err(e2) = in_place() {
+        tracing::warn!("recording the status of {id}: {e}; in place: {e2}");
+    }
+}
+
 /// Whether restart policy `policy` restarts after exit `code`, `restarts` restarts so far.
 pub fn should_restart(policy: RestartPolicy, code: i32, restarts: u32) -> bool {
     match policy {
@@ -310,6 +388,21 @@ pub async fn run<T: Task>(
     report: &mut dyn StartReport,
 ) -> Result<(), MonitorError> {
     let id = rec.id.as_str();
+    let _lock = match lock_monitor(dirs, id) {
+        Ok(l) => l,
+        Err(e) => {
+            report.failed(125, &e.to_string());
+            return Err(e);
+        }
+    };
+    let mut status = record::load_status(dirs, id)?;
+    // A container that ran before is adopted (its monitor died), never rolled back.
+    let initial = status.phase == Phase::Created;
+    if status.phase == Phase::Exited {
+        let e = MonitorError::backend(format!("container {id} has exited"), None);
+        report.failed(125, &e.to_string());
+        return Err(e);
+    }
     let stdio = StdioPaths::for_container(dirs, rec);
     let (mut out, mut err) = open_fifos(&stdio)?;
     let logging = &rec.agent.spec.logging;
@@ -318,17 +411,39 @@ pub async fn run<T: Task>(
         logging.max_size.0,
         logging.max_file,
     )?));
-    let mut status = record::load_status(dirs, id)?;
     status.monitor_pid = Some(std::process::id());
     let health_check = rec.agent.spec.health_check.clone();
     let policy = rec.agent.spec.restart_policy;
     let stop_marker = record::stop_marker(dirs, id);
     let mut backoff = FIRST_BACKOFF;
     let mut first = true;
-    let mut adopted = task.running_pid().await;
+    let mut adopted = if initial {
+        None
+    } else {
+        task.running_pid().await
+    };
+    if !initial && adopted.is_none() && stop_marker.exists() {
+        // Stopped while it had no monitor: it stays stopped.
+        status.phase = Phase::Exited;
+        status.pid = None;
+        status.monitor_pid = None;
+        status.stopped_by_user = true;
+        save_status(dirs, id, &status);
+        report.failed(125, &format!("container {id} was stopped"));
+        release_network(dirs, id);
+        return Ok(());
+    }
+    match adopted {
+        Some(pid) => tracing::info!("adopting container {id} (pid {pid})"),
+        // Its monitor died while it was restarting: this start is the restart.
+        None if !initial => status.restart_count += 1,
+        None => {}
+    }
 
     loop {
         let pumps = Pumps::spawn(out, err, &log, rec.tty);
+        let oom_before = oom_kills(&rec.cgroup_path());
+        let was_adopted = adopted.is_some();
         let pid = match adopted.take() {
             Some(pid) => pid,
             None => match task.start(&stdio).await {
@@ -339,7 +454,7 @@ pub async fn run<T: Task>(
                 Err(e) => {
                     let code = e.exit_code();
                     let _ = pumps.finish().await;
-                    if first {
+                    if first && initial {
                         // Nothing ran: undo the backend's side; the launcher, told below,
                         // undoes its own (records, name, network).
                         if let Err(re) = task.remove().await {
@@ -354,7 +469,10 @@ pub async fn run<T: Task>(
                     status.finished_at = Some(format_time(SystemTime::now()));
                     status.pid = None;
                     status.monitor_pid = None;
-                    record::save_status(dirs, id, &status)?;
+                    save_status(dirs, id, &status);
+                    if first {
+                        report.failed(code, &e.to_string());
+                    }
                     record_event(
                         dirs,
                         Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
@@ -371,20 +489,24 @@ pub async fn run<T: Task>(
         status.phase = Phase::Running;
         status.pid = Some(pid);
         status.error = None;
-        status.health = health_check.as_ref().map(|_| Health::default());
-        record::save_status(dirs, id, &status)?;
-        record_event(
-            dirs,
-            Event::new(
-                if first {
-                    EventType::Start
-                } else {
-                    EventType::Restart
-                },
-                id,
-                &rec.name,
-            ),
-        );
+        if !(was_adopted && status.health.is_some()) {
+            status.health = health_check.as_ref().map(|_| Health::default());
+        }
+        save_status(dirs, id, &status);
+        if !was_adopted {
+            record_event(
+                dirs,
+                Event::new(
+                    if first && initial {
+                        EventType::Start
+                    } else {
+                        EventType::Restart
+                    },
+                    id,
+                    &rec.name,
+                ),
+            );
+        }
         if first {
             report.started(pid, &task.warnings());
             first = false;
@@ -396,12 +518,28 @@ pub async fn run<T: Task>(
             let wait = task.wait();
             tokio::pin!(wait);
             let mut next_probe = health_check.as_ref().map(|h| started + h.interval);
+            // `onUnhealthy: stop` sends SIGTERM, then SIGKILL after this.
+            let mut kill_at: Option<Instant> = None;
+            // Lines dropped on a full disk are reported while it runs, not only at its exit.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let sleep_for = next_probe
                     .map(|t| t.saturating_duration_since(Instant::now()))
                     .unwrap_or(Duration::from_secs(3600));
                 tokio::select! {
                     r = &mut wait => break r,
+                    _ = tokio::time::sleep(kill_at.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or_default()), if kill_at.is_some() => {
+                        kill_at = None;
+                        let _ = task.kill(libc_sigkill()).await;
+                    }
+                    _ = tick.tick() => {
+                        let dropped = log.lock().map(|w| w.dropped).unwrap_or(0);
+                        if dropped != status.log_dropped_lines {
+                            status.log_dropped_lines = dropped;
+                            save_status(dirs, id, &status);
+                        }
+                    }
                     _ = tokio::time::sleep(sleep_for), if next_probe.is_some() => {
                         let Some(h) = health_check.as_ref() else { continue };
                         next_probe = Some(Instant::now() + h.interval);
@@ -421,6 +559,7 @@ pub async fn run<T: Task>(
                                     OnUnhealthy::Stop => {
                                         let _ = std::fs::write(&stop_marker, b"unhealthy");
                                         let _ = task.kill(libc_sigterm()).await;
+                                        kill_at = Some(Instant::now() + UNHEALTHY_STOP_GRACE);
                                     }
                                 }
                             }
@@ -428,7 +567,7 @@ pub async fn run<T: Task>(
                         if let Ok(w) = log.lock() {
                             status.log_dropped_lines = w.dropped;
                         }
-                        record::save_status(dirs, id, &status)?;
+                        save_status(dirs, id, &status);
                     }
                 }
             }
@@ -443,7 +582,9 @@ pub async fn run<T: Task>(
             }
         };
         let ran = started.elapsed();
-        let oom = oom_kills(&rec.cgroup_path()) > 0 && code == 137;
+        // Any OOM kill in its cgroup during this run (docker's rule); the count starts over
+        // with each new cgroup.
+        let oom = oom_kills(&rec.cgroup_path()) > oom_before;
         if let Err(e) = task.cleanup().await {
             tracing::warn!("releasing the exited task: {e}");
         }
@@ -480,13 +621,13 @@ pub async fn run<T: Task>(
             !stopped && (forced_restart || should_restart(policy, code, status.restart_count));
         if !restart {
             status.phase = Phase::Exited;
-            record::save_status(dirs, id, &status)?;
+            save_status(dirs, id, &status);
             break;
         }
         let (delay, next) = restart_delay(backoff, ran);
         backoff = next;
         status.phase = Phase::Restarting;
-        record::save_status(dirs, id, &status)?;
+        save_status(dirs, id, &status);
         // Sleep the back-off, but give in at once to a stop request.
         let deadline = Instant::now() + delay;
         while Instant::now() < deadline && !stop_marker.exists() {
@@ -495,13 +636,13 @@ pub async fn run<T: Task>(
         if stop_marker.exists() {
             status.phase = Phase::Exited;
             status.stopped_by_user = true;
-            record::save_status(dirs, id, &status)?;
+            save_status(dirs, id, &status);
             break;
         }
         status.restart_count += 1;
     }
     status.monitor_pid = None;
-    record::save_status(dirs, id, &status)?;
+    save_status(dirs, id, &status);
     // Gone for good: give back its address, port mappings and namespace.
     release_network(dirs, id);
     if rec.auto_remove {
