@@ -497,7 +497,7 @@ async fn wait_removed(ctx: &Ctx, id: &str) {
             tracing::warn!("container {id} was not removed within 15s");
             return;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -621,12 +621,14 @@ async fn attach(
     let mut signals = terminal::Signals::new()?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
-    let poll = if how.tty {
-        Duration::from_millis(10)
-    } else {
-        Duration::from_millis(40)
-    };
+    // Short-lived runs end quickly: look often at first, then settle to a calmer pace.
+    let started = Instant::now();
     loop {
+        let poll = if how.tty || started.elapsed() < Duration::from_secs(2) {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_millis(25)
+        };
         for e in follower.poll() {
             let _ = match e.stream {
                 Stream::Stdout => stdout.write_all(e.log.as_bytes()),

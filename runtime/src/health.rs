@@ -231,7 +231,24 @@ mod tests {
         assert!(!r.healthy);
         assert_eq!(r.http_status, Some(503));
         server.join().unwrap();
-        // nothing listens any more
+        // A port that is bound (so no other test can take it) but not listening refuses.
+        use nix::sys::socket::{
+            bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            &SockaddrIn::new(127, 0, 0, 1, 0),
+        )
+        .unwrap();
+        let closed: SockaddrIn = getsockname(std::os::fd::AsRawFd::as_raw_fd(&sock)).unwrap();
+        let port = closed.port();
         let r = run_probe(&Probe::Tcp { port }, me(), t, &NoExec).await;
         assert!(!r.healthy);
         assert!(r.output.contains("connect"), "{}", r.output);

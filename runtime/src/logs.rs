@@ -66,6 +66,9 @@ pub struct LogWriter {
     file: Option<File>,
     size: u64,
     partial: [Vec<u8>; 2],
+    /// Encoded entries not written yet: one `write` per chunk of output, not per line.
+    pending: Vec<u8>,
+    pending_lines: u64,
     /// Lines that could not be written (full disk, I/O error).
     pub dropped: u64,
 }
@@ -88,6 +91,8 @@ impl LogWriter {
             file: Some(file),
             size,
             partial: [Vec::new(), Vec::new()],
+            pending: Vec::new(),
+            pending_lines: 0,
             dropped: 0,
         })
     }
@@ -115,6 +120,7 @@ impl LogWriter {
             let line = std::mem::take(&mut self.partial[idx]);
             self.write_entry(stream, &line, SystemTime::now());
         }
+        self.flush();
     }
 
     /// Write out partial lines (at the end of a stream).
@@ -125,30 +131,46 @@ impl LogWriter {
                 self.write_entry(stream, &line, SystemTime::now());
             }
         }
+        self.flush();
     }
 
+    /// Encode one entry into the pending buffer, rotating first when it would not fit.
     fn write_entry(&mut self, stream: Stream, line: &[u8], time: SystemTime) {
         let entry = Entry {
             log: String::from_utf8_lossy(line).into_owned(),
             stream,
             time: format_time(time),
         };
-        let mut buf = match serde_json::to_vec(&entry) {
-            Ok(b) => b,
-            Err(_) => {
-                self.dropped += 1;
-                return;
-            }
-        };
-        buf.push(b'\n');
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_size {
+        let start = self.pending.len();
+        if serde_json::to_writer(&mut self.pending, &entry).is_err() {
+            self.pending.truncate(start);
+            self.dropped += 1;
+            return;
+        }
+        self.pending.push(b'\n');
+        let len = (self.pending.len() - start) as u64;
+        let before = self.size + start as u64;
+        if before > 0 && before + len > self.max_size {
+            // Everything before this entry goes to the current file, then it rotates.
+            let entry_bytes = self.pending.split_off(start);
+            self.flush();
             if let Err(e) = self.rotate() {
                 tracing::warn!("log rotation failed: {e}");
             }
+            self.pending = entry_bytes;
         }
+        self.pending_lines += 1;
+    }
+
+    /// Write the pending entries with one system call.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.pending_lines);
         if self.file.is_none() {
             // A rotation or an earlier error left no file: try again (the disk may have room
-            // by now), else drop the line.
+            // by now), else drop the lines.
             let p = self.dir.join(LOG_FILE);
             if let Ok(f) = OpenOptions::new().create(true).append(true).open(&p) {
                 self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -156,11 +178,12 @@ impl LogWriter {
             }
         }
         let Some(file) = self.file.as_mut() else {
-            self.dropped += 1;
+            self.dropped += lines;
+            self.pending.clear();
             return;
         };
-        match file.write_all(&buf) {
-            Ok(()) => self.size += buf.len() as u64,
+        match file.write_all(&self.pending) {
+            Ok(()) => self.size += self.pending.len() as u64,
             Err(e) => {
                 if self.dropped == 0 {
                     tracing::warn!(
@@ -168,12 +191,13 @@ impl LogWriter {
                         self.dir.display()
                     );
                 }
-                self.dropped += 1;
-                // A part of the line may have made it: cut it off so the next line starts on
-                // a line of its own (and the space is given back).
+                self.dropped += lines;
+                // A part may have made it: cut it off so the next line starts on a line of
+                // its own (and the space is given back).
                 let _ = file.set_len(self.size);
             }
         }
+        self.pending.clear();
     }
 
     fn rotate(&mut self) -> Result<(), LogError> {
@@ -674,6 +698,7 @@ mod tests {
         let t0 = SystemTime::now() - Duration::from_secs(3600);
         w.write_entry(Stream::Stdout, b"old\n", t0);
         w.write_entry(Stream::Stdout, b"new\n", SystemTime::now());
+        w.flush();
         let now = SystemTime::now();
         let since = parse_time_arg("10m", now).unwrap();
         let got = read(
