@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(containerd runc containernetworking-plugins protobuf-compiler busybox-static iproute2 iptables
-          python3 python3-pip docker-registry apache2-utils openssl util-linux)
+          python3 python3-pip python3-prometheus-client docker-registry apache2-utils openssl util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

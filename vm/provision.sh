@@ -11,7 +11,7 @@ set -eu
 
 PACKAGES="linux-image-amd64 systemd-sysv udev dbus dbus-user-session libpam-systemd containerd
 runc containernetworking-plugins busybox-static rootlesskit slirp4netns uidmap iproute2 iptables
-python3 procps util-linux sudo kmod ca-certificates e2fsprogs"
+python3 python3-prometheus-client procps util-linux sudo kmod ca-certificates e2fsprogs"
 
 TEST_USER=aac
 

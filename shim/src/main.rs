@@ -134,11 +134,7 @@ async fn run(dirs: &StateDirs, id: &str, sync: &mut SyncPipe) -> anyhow::Result<
                 .clone()
                 .context("the record names no containerd")?;
             let client = Client::connect(&target.address, &target.namespace).await?;
-            let task = ContainerdTask {
-                client,
-                record: record.clone(),
-                dirs: dirs.clone(),
-            };
+            let task = ContainerdTask::new(client, record.clone(), dirs.clone());
             monitor::run(dirs, &record, &task, sync).await?;
         }
         Backend::Process => {

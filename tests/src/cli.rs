@@ -22,8 +22,20 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// Path of a workspace binary (`aac`, `aac-shim`), built if missing.
+/// Path of a workspace binary (`aac`, `aac-shim`): `$AAC_BIN_DIR`, else the profile folder
+/// this test binary was built into (`target/<profile>/deps/..`), else target/debug, built if
+/// missing.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AAC_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    if let Some(p) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+    {
+        return p;
+    }
     let p = target_dir().join("debug").join(name);
     if !p.exists() {
         let ok = Command::new(env!("CARGO"))

@@ -288,6 +288,11 @@ impl Client {
     pub(crate) fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
+    pub(crate) fn events(
+        &self,
+    ) -> containerd_client::services::v1::events_client::EventsClient<Channel> {
+        containerd_client::services::v1::events_client::EventsClient::new(self.channel.clone())
+    }
 }
 
 /// A suffix unique within this host for the next few hours: pid, time and a counter.

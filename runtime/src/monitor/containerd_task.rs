@@ -1,6 +1,8 @@
 //! The monitor's handle on a containerd container.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::containerd::{Client, CreateRequest, CtrdError, Stdio, TaskStatus};
@@ -52,6 +54,43 @@ pub struct ContainerdTask {
     pub client: Client,
     pub record: ContainerRecord,
     pub dirs: StateDirs,
+    /// Raised by the OOM event watch of the current run.
+    oom: Arc<AtomicBool>,
+    oom_watch: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl ContainerdTask {
+    pub fn new(client: Client, record: ContainerRecord, dirs: StateDirs) -> ContainerdTask {
+        ContainerdTask {
+            client,
+            record,
+            dirs,
+            oom: Arc::new(AtomicBool::new(false)),
+            oom_watch: Mutex::new(None),
+        }
+    }
+
+    /// Watch for OOM events of this run (started after the task exists: containerd answers a
+    /// subscription only with its first event).
+    fn watch_oom(&self) {
+        self.oom.store(false, Ordering::SeqCst);
+        let handle = self.client.watch_oom(&self.record.id, self.oom.clone());
+        if let Ok(mut w) = self.oom_watch.lock() {
+            if let Some(old) = w.replace(handle) {
+                old.abort();
+            }
+        }
+    }
+}
+
+impl Drop for ContainerdTask {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.oom_watch.lock() {
+            if let Some(h) = w.take() {
+                h.abort();
+            }
+        }
+    }
 }
 
 impl ContainerdTask {
@@ -148,6 +187,7 @@ impl Task for ContainerdTask {
                 .await
                 .map_err(backend_err)?;
         }
+        self.watch_oom();
         match self.client.start(self.id()).await {
             Ok(pid) => Ok(pid),
             Err(e) => {
@@ -158,9 +198,18 @@ impl Task for ContainerdTask {
         }
     }
 
+    fn oom_reported(&self) -> bool {
+        self.oom.load(Ordering::SeqCst)
+    }
+
     async fn running_pid(&self) -> Option<u32> {
         match self.client.task_state(self.id()).await {
-            Ok(s) if matches!(s.status, TaskStatus::Running | TaskStatus::Stopped) => Some(s.pid),
+            Ok(s) if matches!(s.status, TaskStatus::Running | TaskStatus::Stopped) => {
+                if s.status == TaskStatus::Running {
+                    self.watch_oom();
+                }
+                Some(s.pid)
+            }
             _ => None,
         }
     }

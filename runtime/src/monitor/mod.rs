@@ -118,6 +118,11 @@ pub trait Task: CommandRunner + Sync {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// The backend reported an OOM kill since the last start (containerd's `/tasks/oom`
+    /// event), when its cgroup may already be gone at exit.
+    fn oom_reported(&self) -> bool {
+        false
+    }
 }
 
 /// How the monitor reports the first start to the CLI that launched it.
@@ -584,7 +589,7 @@ pub async fn run<T: Task>(
         let ran = started.elapsed();
         // Any OOM kill in its cgroup during this run (docker's rule); the count starts over
         // with each new cgroup.
-        let oom = oom_kills(&rec.cgroup_path()) > oom_before;
+        let oom = oom_kills(&rec.cgroup_path()) > oom_before || task.oom_reported();
         if let Err(e) = task.cleanup().await {
             tracing::warn!("releasing the exited task: {e}");
         }
