@@ -775,6 +775,46 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Watch containerd's `/tasks/oom` events for container `id` and raise `flag` when one
+    /// arrives. Under the systemd cgroup driver the container's scope is gone as soon as its
+    /// last process exits, so its OOM counter cannot be read afterwards: the event is the
+    /// reliable signal. The watch ends when `flag`'s owner drops the returned handle.
+    pub fn watch_oom(
+        &self,
+        id: &str,
+        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
+        use containerd_client::services::v1::SubscribeRequest;
+        use prost::Message;
+
+        let mut events = self.events();
+        let req = SubscribeRequest {
+            filters: vec![format!(
+                "topic==\"/tasks/oom\",namespace==\"{}\"",
+                self.namespace()
+            )],
+        };
+        let id = id.to_string();
+        tokio::spawn(async move {
+            // containerd answers the subscription only with its first event: never await
+            // this before the task exists.
+            let Ok(stream) = events.subscribe(req).await else {
+                return;
+            };
+            let mut stream = stream.into_inner();
+            while let Some(Ok(envelope)) = stream.next().await {
+                let Some(any) = envelope.event else { continue };
+                if let Ok(oom) = containerd_client::events::TaskOom::decode(any.value.as_slice()) {
+                    if oom.container_id == id {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,45 +861,5 @@ mod tests {
                 Undo::Lease("l".into()),
             ]
         );
-    }
-}
-
-impl Client {
-    /// Watch containerd's `/tasks/oom` events for container `id` and raise `flag` when one
-    /// arrives. Under the systemd cgroup driver the container's scope is gone as soon as its
-    /// last process exits, so its OOM counter cannot be read afterwards: the event is the
-    /// reliable signal. The watch ends when `flag`'s owner drops the returned handle.
-    pub fn watch_oom(
-        &self,
-        id: &str,
-        flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) -> tokio::task::JoinHandle<()> {
-        use containerd_client::services::v1::SubscribeRequest;
-        use prost::Message;
-
-        let mut events = self.events();
-        let req = SubscribeRequest {
-            filters: vec![format!(
-                "topic==\"/tasks/oom\",namespace==\"{}\"",
-                self.namespace()
-            )],
-        };
-        let id = id.to_string();
-        tokio::spawn(async move {
-            // containerd answers the subscription only with its first event: never await
-            // this before the task exists.
-            let Ok(stream) = events.subscribe(req).await else {
-                return;
-            };
-            let mut stream = stream.into_inner();
-            while let Some(Ok(envelope)) = stream.next().await {
-                let Some(any) = envelope.event else { continue };
-                if let Ok(oom) = containerd_client::events::TaskOom::decode(any.value.as_slice()) {
-                    if oom.container_id == id {
-                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            }
-        })
     }
 }
