@@ -374,7 +374,7 @@ async fn stop_one(ctx: &Ctx, e: &Entry, grace: Duration, signal: i32) -> anyhow:
 }
 
 pub async fn stop(ctx: &Ctx, args: StopArgs) -> CliResult<u8> {
-    let mut failed = false;
+    let mut all_ok = true;
     for n in &args.names {
         let r = async {
             let e = load(ctx, n)?;
@@ -388,20 +388,14 @@ pub async fn stop(ctx: &Ctx, args: StopArgs) -> CliResult<u8> {
             .map_err(CliError::aac)
         }
         .await;
-        match r {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("aac: {n}: {:#}", e.error);
-                failed = true;
-            }
-        }
+        all_ok &= report(n, r);
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(u8::from(!all_ok))
 }
 
 pub async fn kill(ctx: &Ctx, args: KillArgs) -> CliResult<u8> {
     let sig = parse_signal(&args.signal)?;
-    let mut failed = false;
+    let mut all_ok = true;
     for n in &args.names {
         let r: CliResult<()> = async {
             let e = load(ctx, n)?;
@@ -419,15 +413,9 @@ pub async fn kill(ctx: &Ctx, args: KillArgs) -> CliResult<u8> {
             Ok(())
         }
         .await;
-        match r {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("aac: {n}: {:#}", e.error);
-                failed = true;
-            }
-        }
+        all_ok &= report(n, r);
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(u8::from(!all_ok))
 }
 
 /// Remove a container and everything aac made for it.
@@ -462,22 +450,30 @@ pub async fn remove(ctx: &Ctx, e: &Entry, force: bool) -> anyhow::Result<()> {
 }
 
 pub async fn rm(ctx: &Ctx, args: RmArgs) -> CliResult<u8> {
-    let mut failed = false;
+    let mut all_ok = true;
     for n in &args.names {
         let r = async {
             let e = load(ctx, n)?;
             remove(ctx, &e, args.force).await.map_err(CliError::aac)
         }
         .await;
-        match r {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("aac: {n}: {:#}", e.error);
-                failed = true;
-            }
+        all_ok &= report(n, r);
+    }
+    Ok(u8::from(!all_ok))
+}
+
+/// docker's way with several names: print each name done, or its error; false on error.
+fn report(name: &str, r: CliResult<()>) -> bool {
+    match r {
+        Ok(()) => {
+            println!("{name}");
+            true
+        }
+        Err(e) => {
+            eprintln!("aac: {name}: {:#}", e.error);
+            false
         }
     }
-    Ok(if failed { 1 } else { 0 })
 }
 
 fn ports_text(rec: &ContainerRecord) -> String {
