@@ -437,7 +437,24 @@ pub(crate) fn setup_rootfs(
                 }
             }
             MountOp::Cgroup2 { opts, .. } => {
-                mount_fs("cgroup2", &target, "cgroup2", opts, shown)?;
+                // cgroup2 has one superblock: asking for a read-only superblock while the
+                // host's is read-write fails with EBUSY. Mount it read-write, then make this
+                // mount (not the superblock) read-only, as runc does.
+                let rw = Options {
+                    readonly: false,
+                    ..opts.clone()
+                };
+                mount_fs("cgroup2", &target, "cgroup2", &rw, shown)?;
+                if opts.readonly {
+                    mount(
+                        None::<&str>,
+                        &target,
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rw.flags,
+                        None::<&str>,
+                    )
+                    .map_err(fail(format!("remount {} read-only", shown.display())))?;
+                }
             }
             MountOp::Dev { opts, .. } => {
                 mount_fs("tmpfs", &target, "tmpfs", opts, shown)?;
