@@ -437,9 +437,9 @@ pub(crate) fn setup_rootfs(
                 }
             }
             MountOp::Cgroup2 { opts, .. } => {
-                // cgroup2 has one superblock: asking for a read-only superblock while the
-                // host's is read-write fails with EBUSY. Mount it read-write, then make this
-                // mount (not the superblock) read-only, as runc does.
+                // Mount read-write, then make this mount (not the shared cgroup2 superblock)
+                // read-only, as runc does. Known gap: on a pure cgroup v2 host (the test VM)
+                // this mount still fails with EBUSY; the cause is not found yet.
                 let rw = Options {
                     readonly: false,
                     ..opts.clone()
