@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use aac_runtime::agent::*;
 use aac_runtime::process::{self, ExitStatus, ProcessError, SpawnOptions, StdioSpec};
 use aac_runtime::spec::builder::{self, HostLimits, SpecContext};
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, Spec};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -50,15 +50,18 @@ fn spec_for(a: &Agent, id: &str) -> Spec {
     builder::build(a, &ctx).unwrap()
 }
 
-/// Run to completion with stdout+stderr in a file; returns (status, output, child warnings).
+/// Run to completion with stdout+stderr in a file; returns (status, output).
 fn run(a: &Agent, id: &str) -> (ExitStatus, String) {
+    run_spec(&spec_for(a, id), id)
+}
+
+fn run_spec(spec: &Spec, id: &str) -> (ExitStatus, String) {
     let dir = scratch(id);
     let out = dir.join("out");
-    let spec = spec_for(a, id);
     let mut opts = SpawnOptions::new(id);
     opts.stdio.stdout = StdioSpec::Path(out.clone());
     opts.stdio.stderr = StdioSpec::Path(out.clone());
-    let mut child = process::spawn(&spec, &opts).unwrap_or_else(|e| panic!("spawn {id}: {e}"));
+    let mut child = process::spawn(spec, &opts).unwrap_or_else(|e| panic!("spawn {id}: {e}"));
     let status = child.wait().unwrap();
     child.cleanup().unwrap();
     let text = std::fs::read_to_string(&out).unwrap_or_default();
@@ -385,4 +388,98 @@ fn seccomp_without_no_new_privs() {
     assert!(status.success(), "{status:?}: {out}");
     assert_eq!(field(&out, "NoNewPrivs"), "0");
     assert_eq!(field(&out, "Seccomp"), "2");
+}
+
+/// Where the host has cgroup2 mounted: /sys/fs/cgroup on v2, /sys/fs/cgroup/unified on hybrid.
+fn host_cgroup2_mount() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.get(sep + 1) == Some(&"cgroup2") && f[4].starts_with("/sys/fs/cgroup"))
+            .then(|| f[4].to_string())
+    })
+}
+
+/// With its own cgroup namespace the process gets its own cgroup2 mount, read-only, even
+/// though the host's root view already has the host's cgroup2 at that mount point (the kernel
+/// refuses the same superblock twice on one mount point: EBUSY unless the host's is detached).
+#[test]
+fn own_cgroup2_mount_replaces_the_hosts() {
+    need_root!();
+    let Some(point) = host_cgroup2_mount() else {
+        eprintln!("skipping: no cgroup2 mounted under /sys/fs/cgroup");
+        return;
+    };
+    let id = "aac-t-cg2";
+    let a = agent(
+        "cg2",
+        &format!(
+            "cat /proc/self/mountinfo; cat /proc/self/cgroup; \
+             mkdir {point}/aac-probe 2>/dev/null && echo WRITABLE || echo REFUSED"
+        ),
+    );
+    let mut spec = spec_for(&a, id);
+    let mut linux = spec.linux().clone().unwrap();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    if !namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+    {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Cgroup)
+                .build()
+                .unwrap(),
+        );
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    // On a hybrid host the spec's cgroup mount is the v1 tree at /sys/fs/cgroup: keep the
+    // host's there, and ask for the v2 one at the host's cgroup2 mount point.
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|m| {
+        !matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2"))
+            || m.destination() == Path::new(&point)
+    });
+    if !mounts.iter().any(|m| m.destination() == Path::new(&point)) {
+        mounts.push(
+            MountBuilder::default()
+                .destination(&point)
+                .typ("cgroup2")
+                .source("cgroup")
+                .options(vec![
+                    "nosuid".into(),
+                    "noexec".into(),
+                    "nodev".into(),
+                    "ro".into(),
+                ])
+                .build()
+                .unwrap(),
+        );
+    }
+    spec.set_mounts(Some(mounts));
+
+    let (status, out) = run_spec(&spec, id);
+    assert!(status.success(), "{status:?}: {out}");
+    let at_point: Vec<&str> = out
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(point.as_str()))
+        .collect();
+    // The top-most mount there (listed last) is a read-only cgroup2 rooted at the namespace.
+    let top: Vec<&str> = at_point
+        .last()
+        .expect("a mount at the point")
+        .split(' ')
+        .collect();
+    assert!(at_point.join("\n").contains(" - cgroup2 "), "{out}");
+    assert_eq!(top[3], "/", "rooted at the cgroup namespace:\n{out}");
+    assert!(top[5].starts_with("ro"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "0::/"),
+        "own cgroup namespace:\n{out}"
+    );
+    assert!(out.contains("REFUSED"), "{out}");
+    assert!(!Path::new(&point).join("aac-probe").exists());
+    assert!(cgroup_gone(id));
 }

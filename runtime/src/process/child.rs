@@ -385,6 +385,8 @@ fn sync_and_stdio(sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<(), Fa
 fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
     sync_and_stdio(sync_r, stdio)?;
 
+    // Our cgroup in the host's hierarchy, read before the cgroup namespace hides it.
+    let own_cgroup = plan.cgroupns.then(own_cgroup).flatten();
     if plan.cgroupns {
         unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| Fail::new(Stage::Namespaces, e, "unshare cgroup namespace"))?;
@@ -401,11 +403,20 @@ fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Resul
         plan.host_root,
         plan.root_readonly,
         &plan.mounts,
+        own_cgroup.as_deref(),
     )?;
     mounts::mask_paths(&plan.masked)?;
     mounts::readonly_paths(&plan.readonly)?;
 
     finish(plan)
+}
+
+/// This process's cgroup v2 path (the `0::` line of /proc/self/cgroup).
+fn own_cgroup() -> Option<PathBuf> {
+    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(PathBuf::from)
 }
 
 /// Limits, credentials, capabilities, seccomp, working directory, then `execve`.

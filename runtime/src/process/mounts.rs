@@ -370,12 +370,67 @@ fn mount_fs(
         .map_err(fail(format!("mount {} ({fstype})", shown.display())))
 }
 
+/// A cgroup2 mount that shows the container's cgroup namespace, read-only if asked.
+///
+/// With the host's root, the host's cgroup2 is already mounted at the target, and the kernel
+/// refuses a second mount of the same superblock on the same mount point (EBUSY): detach the
+/// host's first. In a user namespace that mount is locked to its parent and cannot be
+/// detached: then bind the container's own cgroup directory (`own`, its path in the host's
+/// hierarchy) from it, which shows the same tree a fresh mount would.
+fn mount_cgroup2(
+    target: &Path,
+    shown: &Path,
+    opts: &Options,
+    own: Option<&Path>,
+) -> Result<(), Fail> {
+    ensure_dir(target)?;
+    let attempt = || {
+        mount(
+            Some("cgroup2"),
+            target,
+            Some("cgroup2"),
+            opts.flags,
+            data(opts),
+        )
+    };
+    let what = || format!("mount {} (cgroup2)", shown.display());
+    match attempt() {
+        Ok(()) => {}
+        Err(Errno::EBUSY) => match umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) => attempt().map_err(fail(what()))?,
+            Err(_) => {
+                let Some(own) = own else {
+                    return Err(fail(what())(Errno::EBUSY));
+                };
+                let source = target.join(own.strip_prefix("/").unwrap_or(own));
+                mount(
+                    Some(source.as_path()),
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(fail(format!(
+                    "bind the container's cgroup {} on {}",
+                    own.display(),
+                    shown.display()
+                )))?;
+            }
+        },
+        Err(e) => return Err(fail(what())(e)),
+    }
+    // Each bind remount changes this mount only, never the shared cgroup2 superblock.
+    let extra = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    remount_bind(target, extra, opts.readonly).map_err(fail(format!("remount {}", shown.display())))
+}
+
 /// Build the filesystem view and pivot into it. Runs in the child, in its own mount namespace.
 pub(crate) fn setup_rootfs(
     root_source: &Path,
     host_root: bool,
     readonly: bool,
     ops: &[MountOp],
+    own_cgroup: Option<&Path>,
 ) -> Result<(), Fail> {
     let stage = Path::new(STAGE_DIR);
     let new_root = Path::new(NEW_ROOT);
@@ -436,26 +491,7 @@ pub(crate) fn setup_rootfs(
                     readonly_tree(&target)?;
                 }
             }
-            MountOp::Cgroup2 { opts, .. } => {
-                // Mount read-write, then make this mount (not the shared cgroup2 superblock)
-                // read-only, as runc does. Known gap: on a pure cgroup v2 host (the test VM)
-                // this mount still fails with EBUSY; the cause is not found yet.
-                let rw = Options {
-                    readonly: false,
-                    ..opts.clone()
-                };
-                mount_fs("cgroup2", &target, "cgroup2", &rw, shown)?;
-                if opts.readonly {
-                    mount(
-                        None::<&str>,
-                        &target,
-                        None::<&str>,
-                        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | rw.flags,
-                        None::<&str>,
-                    )
-                    .map_err(fail(format!("remount {} read-only", shown.display())))?;
-                }
-            }
+            MountOp::Cgroup2 { opts, .. } => mount_cgroup2(&target, shown, opts, own_cgroup)?,
             MountOp::Dev { opts, .. } => {
                 mount_fs("tmpfs", &target, "tmpfs", opts, shown)?;
                 populate_dev(&target)?;
