@@ -60,6 +60,37 @@ impl Ctx {
     }
 }
 
+/// With the calling user's rootless containerd as the target, join RootlessKit's user, mount
+/// and network namespaces (as nerdctl does), so that network namespaces, CNI and bind mounts
+/// are made where containerd and runc run. Nothing to do for root, for another containerd,
+/// or when already inside. Call while the process is still single-threaded.
+pub fn enter_rootlesskit(global: &Global) -> anyhow::Result<()> {
+    use aac_runtime::rootlesskit::{self, Rootlesskit};
+    if rootlesskit::entered_uid().is_some() || nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(socket) = rootlesskit::user_containerd_socket() else {
+        return Ok(());
+    };
+    if containerd::default_address(global.address.as_deref()) != socket {
+        return Ok(());
+    }
+    let Some(kit) = Rootlesskit::find()? else {
+        tracing::debug!(socket = %socket.display(), "rootless containerd without RootlessKit state: not entering namespaces");
+        return Ok(());
+    };
+    let uid = nix::unistd::geteuid().as_raw();
+    // Still single-threaded (see main): nothing reads the environment concurrently.
+    std::env::set_var("CONTAINERD_ADDRESS", &socket);
+    std::env::set_var(rootlesskit::UID_ENV, uid.to_string());
+    kit.enter()?;
+    tracing::debug!(
+        pid = kit.child_pid,
+        "running inside RootlessKit's namespaces"
+    );
+    Ok(())
+}
+
 /// The aac-shim binary: `$AAC_SHIM`, next to this executable, else on PATH.
 pub fn shim_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("AAC_SHIM") {

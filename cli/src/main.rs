@@ -91,6 +91,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
+    // Still single-threaded: the only moment a user namespace can be joined.
+    if wants_rootlesskit(&cli.command) {
+        if let Err(e) = context::enter_rootlesskit(&cli.global) {
+            return CliError::aac(e).report();
+        }
+    }
     let ctx = context::Ctx::new(cli.global);
     let result = match cli.command {
         Command::Validate(a) => agent_input::validate(a),
@@ -106,6 +112,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => e.report(),
+    }
+}
+
+/// Whether a command may talk to containerd (and so, with a rootless containerd, runs inside
+/// RootlessKit's namespaces as nerdctl's commands do).
+fn wants_rootlesskit(command: &Command) -> bool {
+    match command {
+        Command::Validate(_) | Command::Spec(_) | Command::System(_) => false,
+        Command::Run(a) => a.behaviour.runtime != run::RuntimeChoice::Process,
+        Command::Up(a) => a.behaviour.runtime != run::RuntimeChoice::Process,
+        _ => true,
     }
 }
 

@@ -341,6 +341,18 @@ async fn launch(
             }
         }
     }
+    if backend == Backend::Containerd
+        && aac_runtime::rootlesskit::entered_uid().is_some()
+        && !host.cgroup_driver.is_systemd()
+    {
+        // runc in RootlessKit's user namespace gets cgroups only from the user's systemd.
+        for limit in aac_runtime::rootlesskit::drop_cgroups(&mut spec) {
+            eprintln!(
+                "aac: warning: {limit} not enforced: a rootless containerd gets cgroups only \
+                 through the user's systemd on cgroup v2 (this host: no delegation)"
+            );
+        }
+    }
     let command = spec
         .process()
         .as_ref()

@@ -103,14 +103,18 @@ impl CgroupDriver {
     /// `AAC_CGROUP_DRIVER=systemd|cgroupfs` overrides the detection; the slice is
     /// `system.slice` for root and `user.slice` (of the user's systemd instance) otherwise.
     pub fn detect() -> CgroupDriver {
-        let root = nix::unistd::geteuid().is_root();
+        let root = crate::rootlesskit::is_real_root();
+        let unified_systemd = Path::new("/run/systemd/system").is_dir()
+            && Path::new(CGROUP_MOUNT).join("cgroup.controllers").exists();
         let systemd = match std::env::var(CGROUP_DRIVER_ENV).as_deref() {
             Ok("systemd") => true,
             Ok("cgroupfs") => false,
-            _ => {
-                root && Path::new("/run/systemd/system").is_dir()
-                    && Path::new(CGROUP_MOUNT).join("cgroup.controllers").exists()
+            // Inside RootlessKit (rootless containerd) runc reaches the user's systemd
+            // instance on its session bus, as with containerd-rootless.sh's systemd driver.
+            _ if crate::rootlesskit::entered_uid().is_some() => {
+                unified_systemd && user_bus_exists()
             }
+            _ => root && unified_systemd,
         };
         if systemd {
             let slice = if root { "system.slice" } else { "user.slice" };
@@ -133,6 +137,17 @@ impl CgroupDriver {
     pub fn is_systemd(&self) -> bool {
         matches!(self, CgroupDriver::Systemd { .. })
     }
+}
+
+/// Whether the user's systemd instance has a session bus (`$DBUS_SESSION_BUS_ADDRESS`, else
+/// `$XDG_RUNTIME_DIR/bus`).
+fn user_bus_exists() -> bool {
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(|d| Path::new(&d).join("bus").exists())
+        .unwrap_or(false)
 }
 
 /// Whether `cgroups_path` has runc's systemd form `slice:prefix:name`.
@@ -211,7 +226,7 @@ pub fn cgroup_fs_path_for(cgroups_path: &str, uid: u32) -> Option<String> {
 
 /// [`cgroup_fs_path_for`] for the calling user.
 pub fn cgroup_fs_path(cgroups_path: &str) -> Option<String> {
-    cgroup_fs_path_for(cgroups_path, nix::unistd::geteuid().as_raw())
+    cgroup_fs_path_for(cgroups_path, crate::rootlesskit::host_uid())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,6 +307,46 @@ pub fn rootless_cgroup_root(uid: u32) -> Option<PathBuf> {
         }
     }
     Some(PathBuf::from(format!("/{name}")))
+}
+
+/// A cgroup v2 subtree delegated to `uid` (by systemd, or by hand) that holds the caller: the
+/// highest cgroup between the root and the caller's own that `uid` owns and that has no
+/// processes of its own, so controllers can be enabled below it. Started inside a scope of the
+/// user's systemd instance (`systemd-run --user --scope`), that is
+/// `/user.slice/user-<uid>.slice/user@<uid>.service`. Moving a process between two cgroups
+/// needs write access to their common ancestor, which this root is for the caller's cgroup
+/// and any cgroup made below it. `None` for root, on v1/hybrid, or when no such cgroup exists
+/// (an ssh session's scope belongs to root: nothing above it is the user's).
+pub fn delegated_cgroup_root(uid: u32) -> Option<PathBuf> {
+    if uid == 0 {
+        return None;
+    }
+    let layout = CgroupLayout::detect().ok()?;
+    if layout.mode() != CgroupMode::Unified {
+        return None;
+    }
+    let base = layout
+        .unified_mount()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(CGROUP_MOUNT));
+    let own = own_unified_cgroup()?;
+    let mut rel = PathBuf::from("/");
+    for part in own.split('/').filter(|p| !p.is_empty()) {
+        rel.push(part);
+        let dir = base.join(rel.strip_prefix("/").ok()?);
+        let empty = fs::read_to_string(dir.join("cgroup.procs"))
+            .map(|t| t.trim().is_empty())
+            .unwrap_or(false);
+        let writable = nix::unistd::access(
+            &dir.join("cgroup.subtree_control"),
+            nix::unistd::AccessFlags::W_OK,
+        )
+        .is_ok();
+        if owned_by(&dir, uid) && empty && writable {
+            return Some(rel);
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -868,13 +923,29 @@ fn probe_cgroups(uid: u32, name: Option<&str>) -> CgroupInfo {
                 });
             }
         }
-        info.process_cgroup_root = rootless_cgroup_root(uid);
-        // What the process backend can use: the aac subtree when it uses it. (Its use of
-        // systemd's delegation depends on being started inside a delegated scope.)
-        info.usable_controllers = match (&info.process_cgroup_root, &info.rootless_subtree) {
+        // What the process backend uses: the aac subtree, else a delegated subtree it runs in
+        // (systemd's delegation counts only when started inside it, e.g. a user scope).
+        let delegated = (uid == nix::unistd::geteuid().as_raw())
+            .then(|| delegated_cgroup_root(uid))
+            .flatten();
+        info.usable_controllers = match (rootless_cgroup_root(uid), &info.rootless_subtree) {
             (Some(_), Some(d)) => d.controllers.clone(),
-            _ => Vec::new(),
+            _ => match (&delegated, &layout) {
+                (Some(r), Some(l)) => l
+                    .unified_dir(&r.to_string_lossy())
+                    .ok()
+                    .flatten()
+                    .map(|d| {
+                        read_controllers(&d.join("cgroup.controllers"))
+                            .into_iter()
+                            .filter(|c| V2_CONTROLLERS.contains(&c.as_str()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
         };
+        info.process_cgroup_root = rootless_cgroup_root(uid).or(delegated);
     }
     info.not_enforced = LIMITS
         .iter()

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod network;
 pub mod process;
 pub mod record;
+pub mod rootlesskit;
 pub mod spec;
 pub mod state;
 pub mod stats;

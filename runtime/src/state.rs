@@ -67,7 +67,8 @@ impl StateDirs {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        let root = nix::unistd::geteuid().is_root();
+        // Root of RootlessKit's user namespace is still the user: keep the user's folders.
+        let root = crate::rootlesskit::is_real_root();
         let run = env("AAC_RUN_DIR").unwrap_or_else(|| {
             if root {
                 PathBuf::from("/run/aac")

@@ -476,6 +476,9 @@ struct AsUser {
     run_dir: PathBuf,
     data_dir: PathBuf,
     cgroup_root: Option<String>,
+    /// cgroup v2: the leaf of the delegated subtree the user's commands start in (v2 lets a
+    /// user move a process only below a common ancestor it owns).
+    start_in: Option<PathBuf>,
 }
 
 impl Runner for AsUser {
@@ -494,6 +497,23 @@ impl Runner for AsUser {
             .args(args)
             .current_dir("/")
             .stdin(std::process::Stdio::null());
+        if let Some(leaf) = &self.start_in {
+            let procs =
+                std::ffi::CString::new(leaf.join("cgroup.procs").to_string_lossy().into_owned())
+                    .unwrap();
+            // SAFETY: open/write/close only, between fork and exec.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                c.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                    Ok(())
+                });
+            }
+        }
         c.output().unwrap()
     }
 }
@@ -559,6 +579,7 @@ fn rootless_user_with_and_without_delegated_cgroups() {
             "+memory +pids +cpu",
         );
         let _ = std::fs::write(d.join("cgroup.subtree_control"), "+memory +pids +cpu");
+        std::fs::create_dir_all(d.join("cli")).unwrap();
         vec![d]
     } else {
         ["memory", "pids", "cpu"]
@@ -578,6 +599,7 @@ fn rootless_user_with_and_without_delegated_cgroups() {
         run_dir: base.join("run"),
         data_dir: base.join("data"),
         cgroup_root: Some(format!("/{sub}")),
+        start_in: v2.then(|| dirs[0].join("cli")),
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let id = agent_end_to_end(&delegated, "rootless-agent", &s);
@@ -628,6 +650,7 @@ fn rootless_user_with_and_without_delegated_cgroups() {
             run_dir: base.join("run2"),
             data_dir: base.join("data2"),
             cgroup_root: None,
+            start_in: None,
         };
         let out = undelegated.run(&[
             "run",
@@ -661,10 +684,12 @@ fn rootless_user_with_and_without_delegated_cgroups() {
             }
         }
     }
+    // Monitors first: on cgroup v2 they live in the subtree's `cli` leaf.
+    aac_tests::cli::kill_monitors(&base);
+    std::thread::sleep(std::time::Duration::from_millis(200));
     for d in &dirs {
         remove_cgroup_tree(d);
     }
-    aac_tests::cli::kill_monitors(&base);
     let _ = std::fs::remove_dir_all(&base);
     if let Err(p) = result {
         std::panic::resume_unwind(p);

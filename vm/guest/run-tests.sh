@@ -180,6 +180,22 @@ as_user systemd-run --user --quiet --scope -p MemoryMax=64M -p MemorySwapMax=0 \
 rc=$?
 if [ "$rc" -eq 137 ]; then ok "rootless scope with MemoryMax=64M: over-allocation OOM-killed"; else fail "rootless scope over-allocation exited $rc, want 137"; fi
 
+echo "--- rootless containerd (RootlessKit) for $USER_NAME"
+rootless_sock=/run/user/$uid/containerd/containerd.sock
+as_user systemd-run --user --quiet --collect --unit aac-rootless-containerd \
+  "$AAC_VM_DIR/src/vm/guest/rootless-containerd.sh"
+for _ in $(seq 90); do
+  [ -S "$rootless_sock" ] && [ -f "/run/user/$uid/containerd-rootless/child_pid" ] && break
+  sleep 1
+done
+if [ -S "$rootless_sock" ]; then
+  ok "rootless containerd listens at $rootless_sock"
+  as_user aac system check | grep -i containerd
+else
+  fail "rootless containerd did not start"
+  journalctl --no-pager _SYSTEMD_USER_UNIT=aac-rootless-containerd.service | tail -n 40
+fi
+
 rootless=()
 for rel in "${bins[@]}"; do
   case $(basename "$rel") in rootless*) rootless+=("$rel") ;; esac
@@ -189,10 +205,11 @@ userdir=$(mktemp -d)
 chown "$USER_NAME:" "$userdir"
 cd "$userdir" || exit 1
 for rel in "${rootless[@]}"; do
-  run_binary rootless "$AAC_VM_DIR/$rel" "${as_user[@]}" AAC_ROOTLESS=1 \
+  run_binary rootless "$AAC_VM_DIR/$rel" "${as_user[@]}" AAC_ROOTLESS=1 AAC_ROOTLESS_CONTAINERD=1 \
     systemd-run --user --quiet --scope -p Delegate=yes --
 done
 cd / || exit 1
+as_user systemctl --user stop aac-rootless-containerd.service 2>/dev/null
 rm -rf "$workdir" "$userdir"
 
 section "summary"

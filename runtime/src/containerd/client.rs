@@ -27,7 +27,8 @@ const RETRIES: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The socket to use: the `--address` flag value if given, else `CONTAINERD_ADDRESS`, else
-/// [`DEFAULT_ADDRESS`].
+/// for a non-root user the rootless containerd's socket when it exists
+/// (`$XDG_RUNTIME_DIR/containerd/containerd.sock`), else [`DEFAULT_ADDRESS`].
 pub fn default_address(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
@@ -37,7 +38,8 @@ pub fn default_address(flag: Option<&Path>) -> PathBuf {
             let s = v.to_string_lossy();
             PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s))
         }
-        _ => PathBuf::from(DEFAULT_ADDRESS),
+        _ => crate::rootlesskit::user_containerd_socket()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADDRESS)),
     }
 }
 

@@ -206,7 +206,7 @@ impl Task for ProcessTask {
             root_mode: RootMode::Host,
             // The spec's cgroupsPath already holds the cgroup root chosen by `aac run`.
             cgroup_root: PathBuf::from("/"),
-            rootless: !nix::unistd::geteuid().is_root(),
+            rootless: !crate::rootlesskit::is_real_root(),
         };
         let child = tokio::task::spawn_blocking(move || process::spawn(&spec, &opts))
             .await

@@ -54,6 +54,8 @@ fn port_label(port: u16, proto: Protocol) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    #[error(transparent)]
+    Rootlesskit(#[from] crate::rootlesskit::RootlesskitError),
     #[error("port {} is already in use", port_label(*port, *proto))]
     PortInUse { port: u16, proto: Protocol },
     #[error("no free host port found")]
@@ -183,6 +185,9 @@ pub struct AttachmentRecord {
     /// The container's hosts file (rewritten when peers come and go).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts_file: Option<PathBuf>,
+    /// Ports RootlessKit exposes on the host for this container (rootless containerd).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rootlesskit_ports: Vec<u64>,
     pub created: String,
 }
 
@@ -479,10 +484,13 @@ struct Rollback<'a> {
     /// conflist, runtime config, ADD result: set once the chain ADD succeeded.
     cni: Option<(Value, Value, Value)>,
     loopback: bool,
+    /// Ports RootlessKit was asked to expose.
+    rootlesskit_ports: Vec<u64>,
 }
 
 impl Rollback<'_> {
     fn run(self) {
+        unexpose(self.id, &self.rootlesskit_ports);
         let plugins = PluginDirs::from_env();
         if let (Some(ns), Some((list, rc, result))) = (&self.netns, &self.cni) {
             let inv = cni::Invocation {
@@ -572,6 +580,7 @@ pub fn attach(dirs: &StateDirs, req: &AttachRequest<'_>) -> Result<Attachment, N
         record: false,
         cni: None,
         loopback: false,
+        rootlesskit_ports: Vec::new(),
     };
     match attach_steps(dirs, req, hostname, def.as_ref(), published, &mut rb) {
         Ok(a) => Ok(a),
@@ -612,6 +621,7 @@ fn attach_steps(
         result: None,
         loopback: false,
         hosts_file: None,
+        rootlesskit_ports: Vec::new(),
         created: defs::now_rfc3339(),
     };
     let plugins = PluginDirs::from_env();
@@ -670,6 +680,23 @@ fn attach_steps(
             state::write_json(&record_path(dirs, id), &record)?;
             if record.ip.is_none() {
                 return Err(NetError::NoIp { network });
+            }
+        }
+    }
+
+    // Under RootlessKit the mappings above live in its network namespace: have RootlessKit
+    // expose each host port on the host too.
+    if crate::rootlesskit::entered_uid().is_some() && !published.is_empty() {
+        if let Some(kit) = crate::rootlesskit::Rootlesskit::find()? {
+            for p in &published {
+                let parent_ip = p
+                    .host_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "0.0.0.0".into());
+                let port_id = kit.add_port(p.protocol.as_str(), &parent_ip, p.host_port)?;
+                rb.rootlesskit_ports.push(port_id);
+                record.rootlesskit_ports.push(port_id);
+                state::write_json(&record_path(dirs, id), &record)?;
             }
         }
     }
@@ -802,6 +829,7 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
         }
         Err(e) => return Err(e.into()),
     };
+    unexpose(id, &record.rootlesskit_ports);
     let plugins = PluginDirs::from_env();
     if let Some(ns) = &record.netns {
         if !ns.exists() {
@@ -853,6 +881,25 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
     }
     tracing::info!(container = id, network = %record.network, "detached");
     Ok(())
+}
+
+/// Stop RootlessKit exposing the ports `ids` of container `id`; failures are logged.
+fn unexpose(id: &str, ids: &[u64]) {
+    if ids.is_empty() {
+        return;
+    }
+    match crate::rootlesskit::Rootlesskit::find() {
+        Ok(Some(kit)) => {
+            for p in ids {
+                if let Err(e) = kit.remove_port(*p) {
+                    tracing::warn!(container = id, "{e}");
+                }
+            }
+        }
+        // RootlessKit is gone, and its ports with it.
+        Ok(None) => {}
+        Err(e) => tracing::warn!(container = id, "{e}"),
+    }
 }
 
 /// A stand-in for a lost CNI ADD result: the address host-local allocated to `id` (its files

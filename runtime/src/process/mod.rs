@@ -486,9 +486,10 @@ impl PidFd {
 }
 
 /// The cgroup root (the part of the tree the spec's `linux.cgroupsPath` goes under) for runs
-/// by this user: `$AAC_CGROUP_ROOT` when set; `/` for root; for other users the cgroup they
-/// are in when it is writable by them (a delegated subtree), else `/` (where creating fails
-/// and the limits are reported as not enforced).
+/// by this user: `$AAC_CGROUP_ROOT` when set; `/` for root; for other users the subtree
+/// `aac system setup-rootless` made, else the top of a delegated v2 subtree they run in, else
+/// the cgroup they are in when it is writable by them, else `/` (where creating fails and the
+/// limits are reported as not enforced).
 pub fn default_cgroup_root() -> PathBuf {
     if let Some(v) = std::env::var_os("AAC_CGROUP_ROOT").filter(|v| !v.is_empty()) {
         return PathBuf::from(v);
@@ -498,6 +499,10 @@ pub fn default_cgroup_root() -> PathBuf {
     }
     // A subtree `aac system setup-rootless` prepared for this user.
     if let Some(r) = crate::host::rootless_cgroup_root(nix::unistd::getuid().as_raw()) {
+        return r;
+    }
+    // A delegated v2 subtree the caller runs in (a scope of the user's systemd instance).
+    if let Some(r) = crate::host::delegated_cgroup_root(nix::unistd::geteuid().as_raw()) {
         return r;
     }
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();

@@ -1,0 +1,39 @@
+#!/bin/sh
+# A rootless containerd for the calling user, laid out as nerdctl's containerd-rootless.sh
+# lays it out (so aac finds it the same way): RootlessKit (slirp4netns network, builtin port
+# driver) with its state in $XDG_RUNTIME_DIR/containerd-rootless, containerd's socket at
+# $XDG_RUNTIME_DIR/containerd/containerd.sock, its data in ~/.local/share/containerd.
+#
+#   vm/guest/rootless-containerd.sh        run in the foreground (e.g. under systemd-run --user)
+#
+# Needs rootlesskit, slirp4netns, uidmap (newuidmap) and a /etc/subuid range for the user.
+set -eu
+: "${XDG_RUNTIME_DIR:?XDG_RUNTIME_DIR is not set}"
+state=$XDG_RUNTIME_DIR/containerd-rootless
+data=${XDG_DATA_HOME:-$HOME/.local/share}/containerd
+
+if [ "${_AAC_ROOTLESS_CHILD:-}" != 1 ]; then
+  [ "$(id -u)" != 0 ] || { echo "run as the rootless user, not root" >&2; exit 1; }
+  mkdir -p "$XDG_RUNTIME_DIR/containerd" "$data"
+  export _AAC_ROOTLESS_CHILD=1
+  # /etc, /run and /var/lib become writable copies inside (runc's state, iptables' lock).
+  exec rootlesskit --state-dir="$state" --net=slirp4netns --mtu=65520 \
+    --slirp4netns-sandbox=auto --slirp4netns-seccomp=auto --disable-host-loopback \
+    --port-driver=builtin --copy-up=/etc --copy-up=/run --copy-up=/var/lib \
+    --propagation=rslave "$0" "$@"
+fi
+
+# Inside RootlessKit: root of its user namespace.
+config=$XDG_RUNTIME_DIR/containerd/config.toml
+cat >"$config" <<EOF
+version = 2
+root = "$data"
+state = "$XDG_RUNTIME_DIR/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$XDG_RUNTIME_DIR/containerd/containerd.sock"
+[ttrpc]
+  address = "$XDG_RUNTIME_DIR/containerd/containerd.sock.ttrpc"
+EOF
+rm -f "$XDG_RUNTIME_DIR/containerd/containerd.sock"
+exec containerd --config "$config" "$@"
