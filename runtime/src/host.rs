@@ -658,6 +658,9 @@ pub struct ContainerdInfo {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A rootless containerd under RootlessKit: the pid whose namespaces aac joins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootlesskit_pid: Option<i32>,
 }
 
 impl ContainerdInfo {
@@ -668,18 +671,25 @@ impl ContainerdInfo {
             client.version().await
         }
         .await;
+        let rootlesskit_pid = (crate::rootlesskit::user_containerd_socket().as_deref()
+            == Some(address))
+        .then(|| crate::rootlesskit::Rootlesskit::find().ok().flatten())
+        .flatten()
+        .map(|k| k.child_pid);
         match result {
             Ok(v) => ContainerdInfo {
                 address: address.to_path_buf(),
                 reachable: true,
                 version: Some(v),
                 error: None,
+                rootlesskit_pid,
             },
             Err(e) => ContainerdInfo {
                 address: address.to_path_buf(),
                 reachable: false,
                 version: None,
                 error: Some(e.to_string()),
+                rootlesskit_pid,
             },
         }
     }
@@ -1081,11 +1091,20 @@ impl HostReport {
                 "containerd",
                 Level::Ok,
                 format!(
-                    "reachable at {}, version {}",
+                    "reachable at {}, version {}{}",
                     c.address.display(),
-                    c.version.as_deref().unwrap_or("?")
+                    c.version.as_deref().unwrap_or("?"),
+                    match c.rootlesskit_pid {
+                        Some(pid) => format!(", rootless (RootlessKit, child {pid})"),
+                        None => String::new(),
+                    }
                 ),
-                "the containerd backend is available".into(),
+                match c.rootlesskit_pid {
+                    Some(_) => "the containerd backend is available; aac joins RootlessKit's \
+                                namespaces and publishes ports through its API"
+                        .into(),
+                    None => "the containerd backend is available".into(),
+                },
             );
         } else {
             push(
@@ -1408,6 +1427,7 @@ mod tests {
             reachable: false,
             version: None,
             error: Some("no".into()),
+            rootlesskit_pid: None,
         });
         let items: Vec<&str> = r.items.iter().map(|i| i.item.as_str()).collect();
         for want in [

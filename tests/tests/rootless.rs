@@ -238,6 +238,11 @@ fn containerd_backend_on_rootless_containerd() {
         "{}",
         check["containerd"]
     );
+    assert!(
+        check["containerd"]["rootlesskit_pid"].is_u64(),
+        "{}",
+        check["containerd"]
+    );
     assert_eq!(
         check["auto_backend"]["backend"], "containerd",
         "{}",
