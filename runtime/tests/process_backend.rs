@@ -56,9 +56,16 @@ fn run(a: &Agent, id: &str) -> (ExitStatus, String) {
 }
 
 fn run_spec(spec: &Spec, id: &str) -> (ExitStatus, String) {
+    run_spec_with(spec, id, false)
+}
+
+/// `rootless`: in a user namespace, as a rootless run is (the mounts inherited from the host
+/// are then locked to their parents).
+fn run_spec_with(spec: &Spec, id: &str, rootless: bool) -> (ExitStatus, String) {
     let dir = scratch(id);
     let out = dir.join("out");
     let mut opts = SpawnOptions::new(id);
+    opts.rootless = rootless;
     opts.stdio.stdout = StdioSpec::Path(out.clone());
     opts.stdio.stderr = StdioSpec::Path(out.clone());
     let mut child = process::spawn(spec, &opts).unwrap_or_else(|e| panic!("spawn {id}: {e}"));
@@ -406,12 +413,23 @@ fn host_cgroup2_mount() -> Option<String> {
 /// refuses the same superblock twice on one mount point: EBUSY unless the host's is detached).
 #[test]
 fn own_cgroup2_mount_replaces_the_hosts() {
+    own_cgroup2_mount(false);
+}
+
+/// The same in a user namespace, where the host's cgroup2 mount is locked and cannot be
+/// detached: the process's own cgroup directory is bound there instead.
+#[test]
+fn own_cgroup2_mount_in_a_user_namespace() {
+    own_cgroup2_mount(true);
+}
+
+fn own_cgroup2_mount(rootless: bool) {
     need_root!();
     let Some(point) = host_cgroup2_mount() else {
         eprintln!("skipping: no cgroup2 mounted under /sys/fs/cgroup");
         return;
     };
-    let id = "aac-t-cg2";
+    let id = if rootless { "aac-t-cg2-userns" } else { "aac-t-cg2" };
     let a = agent(
         "cg2",
         &format!(
@@ -460,7 +478,7 @@ fn own_cgroup2_mount_replaces_the_hosts() {
     }
     spec.set_mounts(Some(mounts));
 
-    let (status, out) = run_spec(&spec, id);
+    let (status, out) = run_spec_with(&spec, id, rootless);
     assert!(status.success(), "{status:?}: {out}");
     let at_point: Vec<&str> = out
         .lines()

@@ -394,30 +394,35 @@ fn mount_cgroup2(
         )
     };
     let what = || format!("mount {} (cgroup2)", shown.display());
-    match attempt() {
-        Ok(()) => {}
-        Err(Errno::EBUSY) => match umount2(target, MntFlags::MNT_DETACH) {
-            Ok(()) => attempt().map_err(fail(what()))?,
-            Err(_) => {
-                let Some(own) = own else {
-                    return Err(fail(what())(Errno::EBUSY));
-                };
-                let source = target.join(own.strip_prefix("/").unwrap_or(own));
-                mount(
-                    Some(source.as_path()),
-                    target,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(fail(format!(
-                    "bind the container's cgroup {} on {}",
-                    own.display(),
-                    shown.display()
-                )))?;
-            }
-        },
+    let first = attempt();
+    let detached = match first {
+        Ok(()) => None,
+        Err(Errno::EBUSY) => Some(umount2(target, MntFlags::MNT_DETACH).is_ok()),
+        // Not allowed here at all (a user namespace that does not own the cgroup namespace).
+        Err(Errno::EPERM | Errno::EACCES) => Some(false),
         Err(e) => return Err(fail(what())(e)),
+    };
+    match detached {
+        None => {}
+        Some(true) => attempt().map_err(fail(what()))?,
+        Some(false) => {
+            let Some(own) = own else {
+                return Err(fail(what())(first.err().unwrap_or(Errno::EBUSY)));
+            };
+            let source = target.join(own.strip_prefix("/").unwrap_or(own));
+            mount(
+                Some(source.as_path()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(fail(format!(
+                "bind the container's cgroup {} on {}",
+                own.display(),
+                shown.display()
+            )))?;
+        }
     }
     // Each bind remount changes this mount only, never the shared cgroup2 superblock.
     let extra = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
