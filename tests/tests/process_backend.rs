@@ -278,7 +278,12 @@ fn agent_end_to_end(r: &impl Runner, name: &str, scripts: &Path) -> String {
         "-c",
         "cat /proc/self/cgroup; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status",
     ]);
-    assert!(out.contains(&format!("/aac/{id}")), "{out}");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // cgroup v2: exec joins the agent's cgroup namespace, rooted at its cgroup.
+        assert!(out.lines().any(|l| l == "0::/"), "{out}");
+    } else {
+        assert!(out.contains(&format!("/aac/{id}")), "{out}");
+    }
     assert!(out.contains("agent.py"), "{out}");
     assert_eq!(status_field(&out, "CapEff"), "00000000a80425fb", "{out}");
     assert_eq!(status_field(&out, "Seccomp"), "2");

@@ -23,7 +23,12 @@ if [ "${_AAC_ROOTLESS_CHILD:-}" != 1 ]; then
     --propagation=rslave "$0" "$@"
 fi
 
-# Inside RootlessKit: root of its user namespace.
+# Inside RootlessKit: root of its user namespace. The copied-up /run, /var/lib and /etc hold
+# symlinks to the host's entries: replace those a rootful containerd has (their owner is
+# nobody here) with the user's own, as containerd-rootless.sh does.
+rm -f /run/containerd /run/xtables.lock /var/lib/containerd /var/lib/cni /etc/containerd
+mkdir -p /run/containerd
+mount --bind "$XDG_RUNTIME_DIR/containerd" /run/containerd
 config=$XDG_RUNTIME_DIR/containerd/config.toml
 cat >"$config" <<EOF
 version = 2
