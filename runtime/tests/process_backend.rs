@@ -429,7 +429,11 @@ fn own_cgroup2_mount(rootless: bool) {
         eprintln!("skipping: no cgroup2 mounted under /sys/fs/cgroup");
         return;
     };
-    let id = if rootless { "aac-t-cg2-userns" } else { "aac-t-cg2" };
+    let id = if rootless {
+        "aac-t-cg2-userns"
+    } else {
+        "aac-t-cg2"
+    };
     let a = agent(
         "cg2",
         &format!(

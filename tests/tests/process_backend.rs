@@ -419,6 +419,55 @@ fn restart_on_failure_restarts_twice() {
     aac().ok(&["rm", "proc-restarts"]);
 }
 
+/// `-i` without a terminal: the agent reads what the client sends and gets end-of-file when
+/// the client's stdin ends (then exits by itself); without `-i` its stdin is empty.
+#[test]
+fn interactive_stdin_reaches_the_agent_and_ends() {
+    if !root() {
+        return;
+    }
+    use std::io::Write;
+    let mut c = aac().command(&[
+        "run",
+        "-i",
+        "--rm",
+        "--runtime",
+        "process",
+        "sh",
+        "-c",
+        "while read x; do echo got $x; done; echo end-of-input",
+    ]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"one\ntwo\n").unwrap();
+    drop(input);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent never saw the end of its input");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got one\ngot two\nend-of-input\n");
+
+    let out = aac().ok(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "process",
+        "sh",
+        "-c",
+        "cat; echo empty",
+    ]);
+    assert_eq!(out, "empty\n");
+}
+
 #[test]
 fn names_are_shared_and_missing_commands_explained() {
     if !root() {

@@ -28,6 +28,8 @@ struct State {
     /// The running process is not our child (adopted from an earlier monitor).
     adopted: bool,
     forwarder: Option<Forwarder>,
+    /// Copies the stdin FIFO into the agent's stdin pipe (`-i` without a terminal).
+    stdin_copier: Option<tokio::task::JoinHandle<()>>,
     warnings: Vec<String>,
 }
 
@@ -56,6 +58,27 @@ fn open_write(p: &Path) -> Result<OwnedFd, MonitorError> {
             context: format!("opening {}", p.display()),
             source,
         })
+}
+
+/// The agent's stdin for `-i`: a pipe whose read end is returned, fed from the FIFO at `fifo`
+/// by a task. Before a client ever opened the FIFO for writing, epoll reports nothing for it
+/// (no early end-of-file); once the client closed it, the pipe is closed too.
+fn stdin_pipe(fifo: &Path) -> Result<(OwnedFd, tokio::task::JoinHandle<()>), MonitorError> {
+    let io = |context: String| move |source| MonitorError::Io { context, source };
+    let mut rx = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(fifo)
+        .map_err(io(format!("opening {}", fifo.display())))?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io("creating the stdin pipe".into())(std::io::Error::from(e)))?;
+    let mut tx = tokio::net::unix::pipe::Sender::from_owned_fd(w)
+        .map_err(io("registering the stdin pipe".into()))?;
+    let copier = tokio::spawn(async move {
+        if let Err(e) = tokio::io::copy(&mut rx, &mut tx).await {
+            tracing::debug!("stdin: {e}");
+        }
+        // Dropping the sender closes the agent's stdin.
+    });
+    Ok((r, copier))
 }
 
 impl ProcessTask {
@@ -171,8 +194,19 @@ impl Task for ProcessTask {
             .await
             .map_err(backend)?;
         let stdin = match &stdio.stdin {
-            // Read-write: opening never waits for a writer and the agent never reads an
-            // early end-of-file between attaches.
+            // Without a terminal the agent reads a pipe the monitor fills from the FIFO, and
+            // gets end-of-file when the attached client closes its end (docker run -i).
+            Some(p) if !self.record.tty => {
+                let (fd, copier) = stdin_pipe(p)?;
+                if let Ok(mut st) = self.state.lock() {
+                    if let Some(old) = st.stdin_copier.replace(copier) {
+                        old.abort();
+                    }
+                }
+                StdioSpec::Fd(fd)
+            }
+            // A terminal: read-write, so opening never waits for a writer and the agent never
+            // reads an early end-of-file between attaches.
             Some(p) => StdioSpec::Fd(
                 OpenOptions::new()
                     .read(true)
