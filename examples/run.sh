@@ -25,7 +25,7 @@ aac() { sudo_if_needed env AAC_SHIM="$PWD/target/release/aac-shim" "$PWD/target/
 aac rm -f hello >/dev/null 2>&1 || true
 if aac images >/dev/null 2>&1; then
   echo "== containerd answers: running examples/hello as a container"
-  if ! aac images -q | grep -qx 'aac-busybox:latest'; then
+  if ! grep -qx 'aac-busybox:latest' <<<"$(aac images -q)"; then
     rootfs=$(mktemp -d)
     trap 'rm -rf "$rootfs"' EXIT
     mkdir -p "$rootfs/bin" "$rootfs/tmp" "$rootfs/etc"

@@ -89,6 +89,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when a reader closes the pipe early
+    // (`aac inspect x | grep -q y`) instead of failing on the write.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe {
+        nix::libc::signal(nix::libc::SIGPIPE, nix::libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_tracing(&cli.log_level);
     // Still single-threaded: the only moment a user namespace can be joined.

@@ -1201,6 +1201,12 @@ impl HostReport {
             }
             let action = match &cg.process_cgroup_root {
                 Some(r) => format!("the process backend puts containers under {}", r.display()),
+                None if cg.systemd_delegation.as_ref().is_some_and(|d| d.writable) => {
+                    "not running inside it: start aac in a delegated scope of your systemd \
+                     (`systemd-run --user --scope -p Delegate=yes aac ...`) for the process \
+                     backend's limits"
+                        .to_string()
+                }
                 None => "the process backend cannot create cgroups (run `aac system setup-rootless --user NAME` as root, or use systemd delegation)".to_string(),
             };
             let level = if cg.not_enforced.is_empty() {

@@ -115,7 +115,7 @@ case $out in
   *) fail "$tool: memory.max inside is not 67108864" ;;
 esac
 if [ "$rc" -eq 137 ]; then ok "$tool: over-allocation OOM-killed (137)"; else fail "$tool: over-allocation exited $rc, want 137"; fi
-if aac inspect oom-check | grep -q '"OOMKilled": true'; then
+if aac inspect oom-check >/tmp/oom-check.json && grep -q '"OOMKilled": true' /tmp/oom-check.json; then
   ok "aac inspect reports OOMKilled"
 else
   fail "aac inspect does not report OOMKilled"
