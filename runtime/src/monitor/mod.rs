@@ -212,11 +212,14 @@ async fn pump(
                 }
             },
             _ = stop.changed() => {
-                // Writers are gone: whatever remains is in the pipe buffer.
+                // Writers are gone: whatever remains is in the pipe buffer. Read the (non-
+                // blocking) descriptor directly: `try_read` answers WouldBlock while the
+                // reactor has not yet seen the last readiness event, which lost output.
                 loop {
-                    match rx.try_read(&mut buf) {
+                    match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&rx), &mut buf) {
                         Ok(0) => break,
                         Ok(n) => log_write(&log, stream, &buf[..n], tty),
+                        Err(nix::errno::Errno::EINTR) => continue,
                         Err(_) => break,
                     }
                 }
