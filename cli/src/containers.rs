@@ -185,7 +185,7 @@ pub async fn ensure_monitor(ctx: &Ctx, e: Entry) -> Entry {
         }
         return reload(e);
     }
-    match launch_monitor(&ctx.dirs, &e.rec.id) {
+    match launch_monitor(&ctx.dirs, &e.rec.id).map(|(o, _link)| o) {
         Ok(o) if o.ok => tracing::info!("re-attached a monitor to {} (pid {})", e.rec.name, o.pid),
         Ok(o) => eprintln!(
             "aac: warning: re-attaching a monitor to {}: {}",

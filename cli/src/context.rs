@@ -1,18 +1,21 @@
 //! What every command shares: where containerd is, aac's state folders, launching monitors.
 
-use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use aac_runtime::containerd::{self, Client};
-use aac_runtime::monitor::StartOutcome;
+use aac_runtime::monitor::{ExitReport, StartOutcome};
 use aac_runtime::record::{ContainerRecord, ContainerdTarget};
 use aac_runtime::state::StateDirs;
 use anyhow::{anyhow, Context as _};
 use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Options of every command that talks to containerd.
 #[derive(Args, Debug, Clone, Default)]
@@ -108,8 +111,15 @@ pub fn shim_binary() -> PathBuf {
     PathBuf::from("aac-shim")
 }
 
+/// The launcher's end of the socket a monitor reports on (see aac-shim): its start outcome,
+/// then one [`ExitReport`] per exit of the container's main process; it closes when the
+/// monitor is done (after removing an `--rm` container).
+pub struct MonitorLink {
+    reader: BufReader<UnixStream>,
+}
+
 /// Start the monitor of container `id` in its own session and wait for its first report.
-pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome> {
+pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<(StartOutcome, MonitorLink)> {
     let run_dir = dirs.container_run_dir(id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let log_path = run_dir.join("shim.log");
@@ -119,9 +129,10 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
         .append(true)
         .open(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the sync pipe")?;
-    let write_fd = write_end.as_raw_fd();
+    // Both ends close-on-exec; the monitor's end becomes its descriptor 3 (dup2 clears the
+    // flag on the copy).
+    let (ours, theirs) = UnixStream::pair().context("creating the monitor's socket")?;
+    let their_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(shim_binary());
     cmd.arg("--id")
         .arg(id)
@@ -137,7 +148,7 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if nix::libc::dup2(write_fd, 3) < 0 {
+            if nix::libc::dup2(their_fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -146,18 +157,19 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {}", shim_binary().display()))?;
-    drop(write_end);
+    drop(theirs);
     // The monitor lives on in its own session; reap it in the background if we outlive it.
     std::thread::spawn(move || {
         let mut child = child;
         let _ = child.wait();
     });
+    let mut reader = BufReader::new(ours);
     let mut line = String::new();
-    File::from(read_end)
-        .read_to_string(&mut line)
+    reader
+        .read_line(&mut line)
         .context("reading the monitor's report")?;
     match serde_json::from_str::<StartOutcome>(line.trim()) {
-        Ok(o) => Ok(o),
+        Ok(o) => Ok((o, MonitorLink { reader })),
         Err(_) => {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
             Err(anyhow!(
@@ -165,5 +177,62 @@ pub fn launch_monitor(dirs: &StateDirs, id: &str) -> anyhow::Result<StartOutcome
                 log.trim()
             ))
         }
+    }
+}
+
+impl MonitorLink {
+    /// Follow the monitor's later reports from async code.
+    pub fn into_async(self) -> anyhow::Result<AsyncMonitorLink> {
+        // Lines the monitor sent with its start outcome are already in our buffer.
+        let buffered = std::io::Cursor::new(self.reader.buffer().to_vec());
+        let stream = self.reader.into_inner();
+        stream.set_nonblocking(true)?;
+        let (read, write) = tokio::net::UnixStream::from_std(stream)?.into_split();
+        Ok(AsyncMonitorLink {
+            lines: tokio::io::BufReader::new(buffered.chain(read)).lines(),
+            write: Some(write),
+            closed: false,
+        })
+    }
+}
+
+type LinkLines = tokio::io::Lines<
+    tokio::io::BufReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, OwnedReadHalf>>,
+>;
+
+/// [`MonitorLink`] for async code.
+pub struct AsyncMonitorLink {
+    lines: LinkLines,
+    /// Dropping it tells the monitor we are done (shutdown of our sending side).
+    write: Option<OwnedWriteHalf>,
+    /// The monitor closed its side: it is done, or died, or was replaced.
+    pub closed: bool,
+}
+
+impl AsyncMonitorLink {
+    /// The exit code of the next exit of the main process; `None` once the monitor has closed
+    /// its side without reporting one. Cancel-safe (`tokio::select!`).
+    pub async fn next_exit(&mut self) -> Option<i32> {
+        while !self.closed {
+            match self.lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Ok(r) = serde_json::from_str::<ExitReport>(&line) {
+                        return Some(r.exit_code);
+                    }
+                    tracing::debug!("monitor said: {line}");
+                }
+                Ok(None) | Err(_) => self.closed = true,
+            }
+        }
+        None
+    }
+
+    /// Tell the monitor we no longer read the container's records (an `--rm` container's
+    /// monitor waits for that before removing them), then wait, at most `timeout`, until it
+    /// closes its side. Returns whether it did.
+    pub async fn release(&mut self, timeout: Duration) -> bool {
+        drop(self.write.take());
+        let closed = async { while self.next_exit().await.is_some() {} };
+        tokio::time::timeout(timeout, closed).await.is_ok()
     }
 }

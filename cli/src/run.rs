@@ -11,12 +11,12 @@ use aac_runtime::network::{self, AttachRequest, Attachment};
 use aac_runtime::record::{self, Backend, ContainerRecord};
 use aac_runtime::spec::builder::{self, HostLimits, SpecContext};
 use aac_runtime::state::new_id;
-use aac_runtime::status::{ContainerStatus, HealthStatus, Phase};
+use aac_runtime::status::{HealthStatus, Phase};
 use anyhow::{anyhow, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::agent_input::load_agent;
-use crate::context::{launch_monitor, Ctx};
+use crate::context::{launch_monitor, AsyncMonitorLink, Ctx};
 use crate::exit::{CliError, CliResult};
 use crate::terminal;
 
@@ -386,8 +386,8 @@ async fn launch(
         stdin: how.interactive,
         tty: how.tty,
     };
+    // No status file yet: a missing one reads as "created".
     rec.save(&ctx.dirs)?;
-    record::save_status(&ctx.dirs, &id, &ContainerStatus::default())?;
     crate::monitoring::record_create(ctx, &rec);
 
     // Foreground runs follow the log from its first line, so start following before the
@@ -398,7 +398,7 @@ async fn launch(
         .then(|| attach_lock(&ctx.dirs.container_run_dir(&id)))
         .transpose()?;
 
-    let outcome = launch_monitor(&ctx.dirs, &id)?;
+    let (outcome, link) = launch_monitor(&ctx.dirs, &id)?;
     if !outcome.ok {
         // The monitor rolled back the backend's side; drop ours.
         let code = u8::try_from(outcome.code).unwrap_or(125);
@@ -417,14 +417,24 @@ async fn launch(
         println!("{id}");
         return Ok(0);
     }
-    let code = attach(ctx, &rec, follower, how).await?;
+    let mut link = link.into_async()?;
+    let code = attach(ctx, &rec, follower, &mut link, how).await?;
     drop(attach_lock);
     if how.rm {
-        // Like docker, return once the container is gone: its name is free again then.
-        wait_removed(ctx, &id).await;
+        // Like docker, return once the container is gone: its name is free again then. The
+        // monitor removes it once we let go of the link, and closes the link when done.
+        if !link.release(REMOVE_TIMEOUT).await {
+            tracing::warn!("container {id} was not removed within {REMOVE_TIMEOUT:?}");
+        } else if ctx.dirs.container_dir(&id).exists() {
+            // The monitor that closed the link died, or another one took over.
+            wait_removed(ctx, &id).await;
+        }
     }
     Ok(code)
 }
+
+/// How long a foreground `--rm` run waits for the container's removal.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Host ports published by other aac containers (either backend) are taken; for the process
 /// backend, which binds on the host itself, so is any port something else holds now.
@@ -500,13 +510,14 @@ fn service_timeout() -> CliResult<Duration> {
     }
 }
 
-/// Wait (bounded) until the monitor has removed an `--rm` container's records.
+/// Wait (bounded) until a monitor we have no link to has removed an `--rm` container's
+/// records.
 async fn wait_removed(ctx: &Ctx, id: &str) {
     let dir = ctx.dirs.container_dir(id);
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + REMOVE_TIMEOUT;
     while dir.exists() {
         if Instant::now() > deadline {
-            tracing::warn!("container {id} was not removed within 15s");
+            tracing::warn!("container {id} was not removed within {REMOVE_TIMEOUT:?}");
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -603,11 +614,14 @@ async fn wait_healthy(ctx: &Ctx, rec: &ContainerRecord) -> CliResult<()> {
     }
 }
 
-/// Stream the container's output, forward signals and stdin, and return its exit code.
+/// Stream the container's output, forward signals and stdin, and return its exit code. The
+/// monitor reports the exit on `link`; should it close the link without one (it died, or was
+/// replaced), the status file says when the container exits.
 async fn attach(
     ctx: &Ctx,
     rec: &ContainerRecord,
     follower: Option<Follower>,
+    link: &mut AsyncMonitorLink,
     how: &RunBehaviour,
 ) -> CliResult<u8> {
     let mut follower = follower.ok_or_else(|| anyhow!("no log follower"))?;
@@ -633,14 +647,7 @@ async fn attach(
     let mut signals = terminal::Signals::new()?;
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
-    // Short-lived runs end quickly: look often at first, then settle to a calmer pace.
-    let started = Instant::now();
-    loop {
-        let poll = if how.tty || started.elapsed() < Duration::from_secs(2) {
-            Duration::from_millis(5)
-        } else {
-            Duration::from_millis(25)
-        };
+    let mut copy_output = |follower: &mut Follower| {
         for e in follower.poll() {
             let _ = match e.stream {
                 Stream::Stdout => stdout.write_all(e.log.as_bytes()),
@@ -648,19 +655,32 @@ async fn attach(
             };
         }
         let _ = stdout.flush();
-        let st = record::load_status(&ctx.dirs, &rec.id).unwrap_or_default();
-        if matches!(st.phase, Phase::Exited | Phase::Restarting) && st.exit_code.is_some() {
-            for e in follower.poll() {
-                let _ = match e.stream {
-                    Stream::Stdout => stdout.write_all(e.log.as_bytes()),
-                    Stream::Stderr => stderr.write_all(e.log.as_bytes()),
-                };
+    };
+    let exit_code = |code: i32| u8::try_from(code.rem_euclid(256)).unwrap_or(125);
+    // Output is read from the log: often at first, then at a calmer pace.
+    let started = Instant::now();
+    loop {
+        let poll = if how.tty || started.elapsed() < Duration::from_secs(2) {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_millis(25)
+        };
+        copy_output(&mut follower);
+        if link.closed {
+            let st = record::load_status(&ctx.dirs, &rec.id).unwrap_or_default();
+            if matches!(st.phase, Phase::Exited | Phase::Restarting) && st.exit_code.is_some() {
+                copy_output(&mut follower);
+                return Ok(exit_code(st.exit_code.unwrap_or(0)));
             }
-            let _ = stdout.flush();
-            let code = st.exit_code.unwrap_or(0);
-            return Ok(u8::try_from(code.rem_euclid(256)).unwrap_or(125));
         }
         tokio::select! {
+            code = link.next_exit(), if !link.closed => {
+                if let Some(code) = code {
+                    // The monitor reports the exit after the output is in the log.
+                    copy_output(&mut follower);
+                    return Ok(exit_code(code));
+                }
+            }
             _ = tokio::time::sleep(poll) => {}
             sig = signals.next() => {
                 match sig {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, PortSpec};
-use crate::state::{read_json, write_json, StateDirs, StateError, CONTAINER_FILE, STATUS_FILE};
+use crate::state::{
+    read_json, write_json_with, Durability, StateDirs, StateError, CONTAINER_FILE, STATUS_FILE,
+};
 use crate::status::ContainerStatus;
 
 /// Which executor runs the container.
@@ -72,7 +74,21 @@ impl ContainerRecord {
     }
 
     pub fn save(&self, dirs: &StateDirs) -> Result<(), StateError> {
-        write_json(&dirs.container_dir(&self.id).join(CONTAINER_FILE), self)
+        write_json_with(
+            &dirs.container_dir(&self.id).join(CONTAINER_FILE),
+            self,
+            self.durability(),
+        )
+    }
+
+    /// How its records are written: an `--rm` container's are gone when it is, so they are
+    /// not flushed to the disk on every change.
+    pub fn durability(&self) -> Durability {
+        if self.auto_remove {
+            Durability::Transient
+        } else {
+            Durability::Synced
+        }
     }
 
     /// The OCI spec as oci-spec's type.
@@ -95,7 +111,17 @@ pub fn load_status(dirs: &StateDirs, id: &str) -> Result<ContainerStatus, StateE
 }
 
 pub fn save_status(dirs: &StateDirs, id: &str, st: &ContainerStatus) -> Result<(), StateError> {
-    write_json(&dirs.container_dir(id).join(STATUS_FILE), st)
+    save_status_with(dirs, id, st, Durability::Synced)
+}
+
+/// [`save_status`] with the given [`Durability`] (see [`ContainerRecord::durability`]).
+pub fn save_status_with(
+    dirs: &StateDirs,
+    id: &str,
+    st: &ContainerStatus,
+    durability: Durability,
+) -> Result<(), StateError> {
+    write_json_with(&dirs.container_dir(id).join(STATUS_FILE), st, durability)
 }
 
 /// Marker written by `aac stop`/`kill` before signalling: the monitor then treats the exit as

@@ -200,8 +200,28 @@ pub const CONTAINER_FILE: &str = "container.json";
 /// File name of the record of what happened to it.
 pub const STATUS_FILE: &str = "status.json";
 
-/// Write `value` as JSON to `path` atomically (temporary file + rename).
+/// How a record reaches the disk. Either way it replaces the old one atomically (temporary
+/// file + rename), so readers never see half of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Flushed to the disk before it replaces the old one: survives a host crash.
+    Synced,
+    /// Left to the page cache: for records that never outlive the run that wrote them (an
+    /// `--rm` container's), where a flush per write would only add latency.
+    Transient,
+}
+
+/// Write `value` as JSON to `path` atomically (temporary file + rename), flushed to the disk.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    write_json_with(path, value, Durability::Synced)
+}
+
+/// [`write_json`] with the given [`Durability`].
+pub fn write_json_with<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), StateError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     }
@@ -212,7 +232,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError
     })?;
     let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     f.write_all(&body).map_err(io_err("writing", &tmp))?;
-    f.sync_data().map_err(io_err("syncing", &tmp))?;
+    if durability == Durability::Synced {
+        f.sync_data().map_err(io_err("syncing", &tmp))?;
+    }
     fs::rename(&tmp, path).map_err(io_err("renaming", path))
 }
 

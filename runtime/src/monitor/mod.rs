@@ -125,12 +125,30 @@ pub trait Task: CommandRunner + Sync {
     }
 }
 
-/// How the monitor reports the first start to the CLI that launched it.
+/// How the monitor reports to the CLI that launched it: the first start, then each exit of
+/// the main process, and, for an `--rm` container, when its records are gone.
 pub trait StartReport {
     /// `warnings`: what the backend could not enforce ([`Task::warnings`]).
     fn started(&mut self, pid: u32, warnings: &[String]);
     fn failed(&mut self, code: i32, message: &str);
+    /// The main process exited with `code`; its output is in the log and its status is saved.
+    fn exited(&mut self, _code: i32) {}
+    /// Before an `--rm` container's records go: wait, at most `timeout`, until the launcher
+    /// says it has read what it needs from them (or is gone).
+    fn wait_released(&mut self, _timeout: Duration) {}
 }
+
+/// What the monitor sends after the [`StartOutcome`], one JSON line per exit of the main
+/// process: `{"exitCode":0}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitReport {
+    pub exit_code: i32,
+}
+
+/// How long the monitor of an `--rm` container waits for a foreground CLI to finish reading
+/// before it removes the records.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The outcome the launcher reads from the sync pipe, one JSON line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -348,8 +366,9 @@ pub fn monitor_running(dirs: &StateDirs, id: &str) -> bool {
 
 /// Save the status; never fatal for the monitor. On a full disk the atomic write (a new file)
 /// fails, so the record is then overwritten in place, which usually needs no new blocks.
-pub fn save_status(dirs: &StateDirs, id: &str, st: &crate::status::ContainerStatus) {
-    let Err(e) = record::save_status(dirs, id, st) else {
+pub fn save_status(dirs: &StateDirs, rec: &ContainerRecord, st: &crate::status::ContainerStatus) {
+    let id = rec.id.as_str();
+    let Err(e) = record::save_status_with(dirs, id, st, rec.durability()) else {
         return;
     };
     let path = dirs.container_dir(id).join(crate::state::STATUS_FILE);
@@ -436,7 +455,7 @@ pub async fn run<T: Task>(
         status.pid = None;
         status.monitor_pid = None;
         status.stopped_by_user = true;
-        save_status(dirs, id, &status);
+        save_status(dirs, rec, &status);
         report.failed(125, &format!("container {id} was stopped"));
         release_network(dirs, id);
         return Ok(());
@@ -477,7 +496,7 @@ pub async fn run<T: Task>(
                     status.finished_at = Some(format_time(SystemTime::now()));
                     status.pid = None;
                     status.monitor_pid = None;
-                    save_status(dirs, id, &status);
+                    save_status(dirs, rec, &status);
                     if first {
                         report.failed(code, &e.to_string());
                     }
@@ -487,6 +506,7 @@ pub async fn run<T: Task>(
                     );
                     release_network(dirs, id);
                     if rec.auto_remove {
+                        report.wait_released(RELEASE_TIMEOUT);
                         remove_all(dirs, rec, task).await;
                     }
                     return Err(e);
@@ -500,7 +520,7 @@ pub async fn run<T: Task>(
         if !(was_adopted && status.health.is_some()) {
             status.health = health_check.as_ref().map(|_| Health::default());
         }
-        save_status(dirs, id, &status);
+        save_status(dirs, rec, &status);
         if !was_adopted {
             record_event(
                 dirs,
@@ -545,7 +565,7 @@ pub async fn run<T: Task>(
                         let dropped = log.lock().map(|w| w.dropped).unwrap_or(0);
                         if dropped != status.log_dropped_lines {
                             status.log_dropped_lines = dropped;
-                            save_status(dirs, id, &status);
+                            save_status(dirs, rec, &status);
                         }
                     }
                     _ = tokio::time::sleep(sleep_for), if next_probe.is_some() => {
@@ -575,7 +595,7 @@ pub async fn run<T: Task>(
                         if let Ok(w) = log.lock() {
                             status.log_dropped_lines = w.dropped;
                         }
-                        save_status(dirs, id, &status);
+                        save_status(dirs, rec, &status);
                     }
                 }
             }
@@ -628,14 +648,18 @@ pub async fn run<T: Task>(
         let restart =
             !stopped && (forced_restart || should_restart(policy, code, status.restart_count));
         if !restart {
+            // The final status: exited, and no monitor from now on.
             status.phase = Phase::Exited;
-            save_status(dirs, id, &status);
+            status.monitor_pid = None;
+            save_status(dirs, rec, &status);
+            report.exited(code);
             break;
         }
         let (delay, next) = restart_delay(backoff, ran);
         backoff = next;
         status.phase = Phase::Restarting;
-        save_status(dirs, id, &status);
+        save_status(dirs, rec, &status);
+        report.exited(code);
         // Sleep the back-off, but give in at once to a stop request.
         let deadline = Instant::now() + delay;
         while Instant::now() < deadline && !stop_marker.exists() {
@@ -644,16 +668,16 @@ pub async fn run<T: Task>(
         if stop_marker.exists() {
             status.phase = Phase::Exited;
             status.stopped_by_user = true;
-            save_status(dirs, id, &status);
+            status.monitor_pid = None;
+            save_status(dirs, rec, &status);
             break;
         }
         status.restart_count += 1;
     }
-    status.monitor_pid = None;
-    save_status(dirs, id, &status);
     // Gone for good: give back its address, port mappings and namespace.
     release_network(dirs, id);
     if rec.auto_remove {
+        report.wait_released(RELEASE_TIMEOUT);
         remove_all(dirs, rec, task).await;
     }
     Ok(())

@@ -1,5 +1,12 @@
-//! The container's cgroup(s), through `cgroups-rs`: created before the process starts, the
-//! process placed in them by the parent, removed after exit.
+//! The container's cgroup(s), through `cgroups-rs`: created before the process starts, joined
+//! before it runs anything of its own, removed after exit.
+//!
+//! On cgroup v1 the container process joins its groups itself, by writing `0` into each
+//! group's `tasks` file while it is still single-threaded: moving one thread takes no
+//! threadgroup lock, whereas moving a process through `cgroup.procs` (what a parent has to do)
+//! write-locks `cgroup_threadgroup_rwsem` and waits for an RCU grace period, several
+//! milliseconds per start. On v2 (and for any v1 group whose `tasks` file cannot be opened)
+//! the parent moves the process through `cgroup.procs`.
 //!
 //! On cgroup v1 (and hybrid hosts, whose v1 controllers are the ones that count) each controller
 //! is its own hierarchy, so each is created and filled on its own: a rootless user may own a
@@ -7,14 +14,15 @@
 //! one directory; a limit whose controller is not delegated is reported, not faked.
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cgroups_rs::fs::cpu::CpuController;
-use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::hierarchies::{self, V1, V2};
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::{Cgroup, MaxValue};
+use cgroups_rs::fs::{Cgroup, Hierarchy, MaxValue};
 use cgroups_rs::CgroupPid;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -96,7 +104,26 @@ pub(crate) fn relative_path(cgroup_root: &Path, cgroups_path: &Path) -> PathBuf 
 pub(crate) struct Cgroups {
     /// `(controller name or "unified", handle)`.
     groups: Vec<(String, Cgroup)>,
+    /// Names of the groups the container process joins itself ([`Cgroups::self_join_files`]).
+    self_joined: Vec<String>,
     pub path: PathBuf,
+}
+
+/// The cgroup hierarchy of this host, read once (cgroups-rs reads /proc/self/mountinfo for
+/// every handle it is given).
+fn hierarchy() -> (bool, Option<V1>) {
+    if hierarchies::is_cgroup2_unified_mode() {
+        (true, None)
+    } else {
+        (false, Some(V1::new()))
+    }
+}
+
+fn boxed(v1: &Option<V1>) -> Box<dyn Hierarchy> {
+    match v1 {
+        Some(h) => Box::new(h.clone()),
+        None => Box::new(V2::new()),
+    }
 }
 
 /// The underlying cause of a cgroups-rs error ("Permission denied (os error 13)").
@@ -125,6 +152,7 @@ impl Cgroups {
     pub fn none() -> Cgroups {
         Cgroups {
             groups: Vec::new(),
+            self_joined: Vec::new(),
             path: PathBuf::new(),
         }
     }
@@ -138,15 +166,15 @@ impl Cgroups {
         strict: bool,
         warnings: &mut Vec<NotEnforced>,
     ) -> Result<Cgroups, ProcessError> {
-        let v2 = hierarchies::is_cgroup2_unified_mode();
+        let (v2, v1) = hierarchy();
         let mut out = Cgroups {
             groups: Vec::new(),
+            self_joined: Vec::new(),
             path: path.to_path_buf(),
         };
-        let result = if v2 {
-            out.create_v2(limits, strict, warnings)
-        } else {
-            out.create_v1(limits, strict, warnings)
+        let result = match (v2, v1) {
+            (false, Some(v1)) => out.create_v1(&v1, limits, strict, warnings),
+            _ => out.create_v2(limits, strict, warnings),
         };
         match result {
             Ok(()) => Ok(out),
@@ -159,17 +187,16 @@ impl Cgroups {
 
     fn create_v1(
         &mut self,
+        v1: &V1,
         limits: &Limits,
         strict: bool,
         warnings: &mut Vec<NotEnforced>,
     ) -> Result<(), ProcessError> {
         let requested = limits.requested();
+        let subsystems = v1.subsystems();
         for ctrl in V1_CONTROLLERS {
-            let hier = hierarchies::auto();
-            let mounted = hier
-                .subsystems()
-                .iter()
-                .any(|s| s.controller_name() == *ctrl);
+            let hier: Box<dyn Hierarchy> = Box::new(v1.clone());
+            let mounted = subsystems.iter().any(|s| s.controller_name() == *ctrl);
             if !mounted {
                 for (limit, c) in &requested {
                     if c == ctrl {
@@ -224,7 +251,7 @@ impl Cgroups {
             .map(|c| c.to_string())
             .collect();
         let requested = limits.requested();
-        match Cgroup::new_with_specified_controllers(hierarchies::auto(), &self.path, Some(ctrls)) {
+        match Cgroup::new_with_specified_controllers(Box::new(V2::new()), &self.path, Some(ctrls)) {
             Ok(cg) => {
                 self.groups.push(("unified".to_string(), cg));
                 for ctrl in V2_CONTROLLERS {
@@ -355,10 +382,43 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Move process `pid` (all its threads) into every group.
+    /// `tasks` files of the v1 groups, open for writing, for the container process to write
+    /// `0` into while it is single-threaded (it joins those groups itself; [`Cgroups::add`]
+    /// then leaves them alone). A group whose file cannot be opened is left to `add`.
+    pub fn self_join_files(&mut self) -> Vec<(OwnedFd, String)> {
+        let mut out = Vec::new();
+        for (name, cg) in &self.groups {
+            if cg.v2() {
+                continue;
+            }
+            let Some(dir) = cg.subsystems().first().map(|s| s.to_controller().path()) else {
+                continue;
+            };
+            let file = dir.join("tasks");
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&file)
+            {
+                Ok(f) => {
+                    out.push((OwnedFd::from(f), format!("the {name} cgroup")));
+                    self.self_joined.push(name.clone());
+                }
+                Err(e) => {
+                    tracing::debug!("{}: {e}; the parent moves the process", file.display())
+                }
+            }
+        }
+        out
+    }
+
+    /// Move process `pid` (all its threads) into every group it does not join itself.
     pub fn add(&self, pid: i32) -> Result<(), ProcessError> {
         let tgid = CgroupPid::from(pid as u64);
         for (name, cg) in &self.groups {
+            if self.self_joined.contains(name) {
+                continue;
+            }
             cg.add_task_by_tgid(tgid)
                 .map_err(|e| cg_err(&self.path, format!("joining {name} cgroup"), e))?;
         }
@@ -408,20 +468,16 @@ fn shares_to_weight(shares: u64) -> u64 {
 
 /// Remove the cgroups of container `id` at `<cgroup_root>/<cgroups_path>` wherever they exist.
 pub(crate) fn remove_path(path: &Path) -> bool {
-    let v2 = hierarchies::is_cgroup2_unified_mode();
+    let (v2, v1) = hierarchy();
     let groups: Vec<(String, Cgroup)> = if v2 {
-        vec![("unified".into(), Cgroup::load(hierarchies::auto(), path))]
+        vec![("unified".into(), Cgroup::load(boxed(&v1), path))]
     } else {
         V1_CONTROLLERS
             .iter()
             .map(|c| {
                 (
                     c.to_string(),
-                    Cgroup::load_with_specified_controllers(
-                        hierarchies::auto(),
-                        path,
-                        vec![c.to_string()],
-                    ),
+                    Cgroup::load_with_specified_controllers(boxed(&v1), path, vec![c.to_string()]),
                 )
             })
             .collect()
@@ -432,9 +488,11 @@ pub(crate) fn remove_path(path: &Path) -> bool {
         .fold(true, |ok, (n, cg)| remove_group(n, cg) && ok)
 }
 
-/// `cgroup.procs` of the cgroups process `pid` is in (those of the controllers aac limits,
-/// or the unified tree on v2 hosts) that differ from the caller's, open for writing. A
-/// rootless caller skips those it may not write (their limits were not enforced either).
+/// The files to join the cgroups process `pid` is in (those of the controllers aac limits,
+/// or the unified tree on v2 hosts) that differ from the caller's, open for writing: `tasks`
+/// on v1 (the single-threaded waiter moves itself without the threadgroup lock, see the
+/// module documentation), `cgroup.procs` on v2. A rootless caller skips those it may not
+/// write (their limits were not enforced either).
 pub(crate) fn procs_files(pid: i32, lenient: bool) -> Result<Vec<OwnedFd>, ProcessError> {
     let parse = |text: &str| -> Vec<(String, String)> {
         text.lines()
@@ -461,19 +519,19 @@ pub(crate) fn procs_files(pid: i32, lenient: bool) -> Result<Vec<OwnedFd>, Proce
         if ours.iter().any(|(c, p)| *c == ctrls && *p == path) {
             continue;
         }
-        let dir = if ctrls.is_empty() {
+        let (dir, name) = if ctrls.is_empty() {
             if !v2 {
                 continue;
             }
-            layout.unified_dir(&path)
+            (layout.unified_dir(&path), "cgroup.procs")
         } else {
             let Some(ctrl) = ctrls.split(',').find(|c| V1_CONTROLLERS.contains(c)) else {
                 continue;
             };
-            layout.v1_dir(ctrl, &path)
+            (layout.v1_dir(ctrl, &path), "tasks")
         };
         let Ok(Some(dir)) = dir else { continue };
-        let file = dir.join("cgroup.procs");
+        let file = dir.join(name);
         match std::fs::OpenOptions::new().write(true).open(&file) {
             Ok(f) => out.push(OwnedFd::from(f)),
             Err(e) if lenient => {

@@ -128,6 +128,9 @@ pub(crate) struct Fds {
     pub sync_r: OwnedFd,
     /// stdin, stdout, stderr (None: inherit).
     pub stdio: [Option<OwnedFd>; 3],
+    /// `tasks` files of the v1 cgroups the container process joins itself, with what they
+    /// are (for errors).
+    pub join_cgroups: Vec<(OwnedFd, String)>,
 }
 
 fn report(fd: RawFd, f: &Fail) {
@@ -164,7 +167,7 @@ pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
         fds,
         &[],
         || namespaces(plan),
-        |sync_r, stdio| container(plan, sync_r, stdio),
+        |start| container(plan, start),
     )
 }
 
@@ -179,8 +182,8 @@ pub(crate) fn exec_waiter(plan: &Plan, target: &ExecTarget, fds: Fds) -> ! {
         fds,
         &extra,
         || enter(target),
-        |sync_r, stdio| {
-            sync_and_stdio(sync_r, stdio)?;
+        |start| {
+            sync_and_stdio(start)?;
             fchdir(target.root.as_raw_fd())
                 .map_err(|e| Fail::new(Stage::Pivot, e, "fchdir to the container's root"))?;
             chroot(".")
@@ -216,7 +219,7 @@ fn run_waiter(
     fds: Fds,
     extra_keep: &[RawFd],
     enter: impl FnOnce() -> Result<(), Fail>,
-    body: impl FnOnce(OwnedFd, [Option<OwnedFd>; 3]) -> Result<Never, Fail>,
+    body: impl FnOnce(Start) -> Result<Never, Fail>,
 ) -> ! {
     let mut keep = vec![
         fds.err_w.as_raw_fd(),
@@ -224,6 +227,7 @@ fn run_waiter(
         fds.sync_r.as_raw_fd(),
     ];
     keep.extend(fds.stdio.iter().flatten().map(|f| f.as_raw_fd()));
+    keep.extend(fds.join_cgroups.iter().map(|(f, _)| f.as_raw_fd()));
     keep.extend_from_slice(extra_keep);
     close_others(&keep);
     let _ = prctl::set_name(c"aac-wait");
@@ -246,10 +250,15 @@ fn run_waiter(
                 pid_w,
                 sync_r,
                 stdio,
+                join_cgroups,
             } = fds;
             drop(pid_w);
             let err_fd = err_w.as_raw_fd();
-            match body(sync_r, stdio) {
+            match body(Start {
+                sync_r,
+                stdio,
+                join_cgroups,
+            }) {
                 Ok(never) => match never {},
                 Err(f) => {
                     report(err_fd, &f);
@@ -268,8 +277,9 @@ fn run_waiter(
                 pid_w,
                 sync_r,
                 stdio,
+                join_cgroups,
             } = fds;
-            drop((err_w, sync_r, stdio));
+            drop((err_w, sync_r, stdio, join_cgroups));
             let _ = write(&pid_w, &child.as_raw().to_le_bytes());
             drop(pid_w);
             // Job-control and terminal signals are for the container, not for the waiter.
@@ -289,6 +299,20 @@ fn run_waiter(
             relay(child)
         }
     }
+}
+
+/// Join the v1 cgroups the parent left to us: `0` into each `tasks` file moves the calling
+/// thread without the threadgroup lock a move through `cgroup.procs` takes (see
+/// `cgroup.rs`).
+fn join_own_cgroups(files: Vec<(OwnedFd, String)>) -> Result<(), Fail> {
+    for (f, what) in &files {
+        // SAFETY: writes one byte to a descriptor open in this process.
+        let rc = unsafe { libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+        if rc < 0 {
+            return Err(Fail::new(Stage::Cgroup, Errno::last(), what.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Wait for the container and leave with the same status.
@@ -358,8 +382,21 @@ fn namespaces(plan: &Plan) -> Result<(), Fail> {
 
 pub(crate) enum Never {}
 
-/// Wait for the parent's "go", then put the standard streams in place.
-fn sync_and_stdio(sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<(), Fail> {
+/// What the forked process starts with.
+pub(crate) struct Start {
+    sync_r: OwnedFd,
+    stdio: [Option<OwnedFd>; 3],
+    join_cgroups: Vec<(OwnedFd, String)>,
+}
+
+/// Wait for the parent's "go", join the cgroups left to us, then put the standard streams in
+/// place.
+fn sync_and_stdio(start: Start) -> Result<(), Fail> {
+    let Start {
+        sync_r,
+        stdio,
+        join_cgroups,
+    } = start;
     // If the waiter dies, so does the container.
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| Fail::new(Stage::Sync, e, "set parent-death signal"))?;
@@ -370,6 +407,8 @@ fn sync_and_stdio(sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<(), Fa
         Err(e) => return Err(Fail::new(Stage::Sync, e, "read sync pipe")),
     }
     drop(sync_r);
+    // Still single-threaded: moving this one thread moves the whole process.
+    join_own_cgroups(join_cgroups)?;
 
     for (target, fd) in stdio.iter().enumerate() {
         if let Some(fd) = fd {
@@ -382,8 +421,8 @@ fn sync_and_stdio(sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<(), Fa
 }
 
 /// The container process, from the parent's "go" to `execve`.
-fn container(plan: &Plan, sync_r: OwnedFd, stdio: [Option<OwnedFd>; 3]) -> Result<Never, Fail> {
-    sync_and_stdio(sync_r, stdio)?;
+fn container(plan: &Plan, start: Start) -> Result<Never, Fail> {
+    sync_and_stdio(start)?;
 
     // Our cgroup in the host's hierarchy, read before the cgroup namespace hides it.
     let own_cgroup = plan.cgroupns.then(own_cgroup).flatten();

@@ -58,10 +58,11 @@ pub enum Stage {
     Seccomp,
     Cwd,
     Exec,
+    Cgroup,
 }
 
 impl Stage {
-    const ALL: [Stage; 17] = [
+    const ALL: [Stage; 18] = [
         Stage::UserNamespace,
         Stage::Namespaces,
         Stage::Fork,
@@ -79,6 +80,7 @@ impl Stage {
         Stage::Seccomp,
         Stage::Cwd,
         Stage::Exec,
+        Stage::Cgroup,
     ];
 
     fn from_u8(b: u8) -> Option<Stage> {
@@ -106,6 +108,7 @@ impl std::fmt::Display for Stage {
             Stage::Seccomp => "installing seccomp",
             Stage::Cwd => "changing to the working directory",
             Stage::Exec => "executing the command",
+            Stage::Cgroup => "joining the container's cgroups",
         })
     }
 }
@@ -570,8 +573,8 @@ pub fn exec_in(pid: i32, spec: &Spec, stdio: &Stdio) -> Result<Child, ProcessErr
     };
     let mut warnings = Vec::new();
     let plan = make_plan(spec, &opts, &mut warnings)?;
-    let cgroups = Cgroups::none();
-    let (cpid, waiter, pidfd) = start(stdio, &cgroups, |fds| {
+    let mut cgroups = Cgroups::none();
+    let (cpid, waiter, pidfd) = start(stdio, &mut cgroups, |fds| {
         child::exec_waiter(&plan, &target, fds)
     })?;
     Ok(Child {
@@ -986,9 +989,9 @@ pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
         ));
     }
     let limits = Limits::from_spec(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
-    let cgroups = Cgroups::create(&path, &limits, !opts.rootless, &mut warnings)?;
+    let mut cgroups = Cgroups::create(&path, &limits, !opts.rootless, &mut warnings)?;
 
-    match start(&opts.stdio, &cgroups, |fds| child::waiter(&plan, fds)) {
+    match start(&opts.stdio, &mut cgroups, |fds| child::waiter(&plan, fds)) {
         Ok((pid, waiter, pidfd)) => {
             for w in &warnings {
                 tracing::warn!(container = %opts.id, "{w}");
@@ -1010,10 +1013,11 @@ pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
     }
 }
 
-/// Fork, place the container in its cgroups, let it run, and learn whether `execve` worked.
+/// Fork, place the container in its cgroups (it joins those it can itself), let it run, and
+/// learn whether `execve` worked.
 fn start(
     stdio: &Stdio,
-    cgroups: &Cgroups,
+    cgroups: &mut Cgroups,
     run_waiter: impl FnOnce(Fds),
 ) -> Result<(i32, Pid, Option<OwnedFd>), ProcessError> {
     let stdio = [
@@ -1021,6 +1025,7 @@ fn start(
         open_stdio(&stdio.stdout, 1)?,
         open_stdio(&stdio.stderr, 2)?,
     ];
+    let join_cgroups = cgroups.self_join_files();
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
     let (pid_r, pid_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
     let (sync_r, sync_w) = pipe2(OFlag::O_CLOEXEC).map_err(sys("creating a pipe"))?;
@@ -1034,6 +1039,7 @@ fn start(
                 pid_w,
                 sync_r,
                 stdio,
+                join_cgroups,
             });
             // The waiter never returns; should it, leave without touching the parent's state.
             // SAFETY: _exit in a forked child.
@@ -1041,7 +1047,7 @@ fn start(
         }
         ForkResult::Parent { child } => child,
     };
-    drop((err_w, pid_w, sync_r, stdio));
+    drop((err_w, pid_w, sync_r, stdio, join_cgroups));
 
     let fail = |e: ProcessError| {
         let _ = kill(waiter, Signal::SIGKILL);
