@@ -938,7 +938,8 @@ fn probe_cgroups(uid: u32, name: Option<&str>) -> CgroupInfo {
         let delegated = (uid == nix::unistd::geteuid().as_raw())
             .then(|| delegated_cgroup_root(uid))
             .flatten();
-        info.usable_controllers = match (rootless_cgroup_root(uid), &info.rootless_subtree) {
+        let subtree_root = rootless_cgroup_root(uid);
+        info.usable_controllers = match (&subtree_root, &info.rootless_subtree) {
             (Some(_), Some(d)) => d.controllers.clone(),
             _ => match (&delegated, &layout) {
                 (Some(r), Some(l)) => l
@@ -955,7 +956,7 @@ fn probe_cgroups(uid: u32, name: Option<&str>) -> CgroupInfo {
                 _ => Vec::new(),
             },
         };
-        info.process_cgroup_root = rootless_cgroup_root(uid).or(delegated);
+        info.process_cgroup_root = subtree_root.or(delegated);
     }
     info.not_enforced = LIMITS
         .iter()
