@@ -108,6 +108,7 @@ p("|---|---|---|---|---|---|")
 rates = {}
 for tool, label in [("raw", "`yes | head | cat > file` on the host"),
                     ("aac", "aac container -> aac-shim -> json.log"),
+                    ("aac-v2", "aac container (aac's containerd shim) -> aac-shim -> json.log"),
                     ("podman", "podman container -> conmon -> k8s-file log")]:
     runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(R, f"log-{tool}-*.json")))]
     if not runs:
@@ -149,4 +150,36 @@ for label, f in [("`aac image import`", "import-aac.json"), ("`ctr images import
     if t:
         p(f"| {label} | {len(t)} | {ms(median(t))} | {ms(p90(t))} | {ratio(median(t), median(ic))} |")
 p("")
+
+# 7
+dens = load("mem-dens-conmon.json")
+if dens:
+    p("#### 7. Density: everything aac and containerd start per idle container\n")
+    n = len(dens["pids"])
+    p(f"{n} idle `sleep` containers at once per row; RSS and PSS summed over the per-container "
+      "processes (runc's container process excluded), divided by the number of containers.\n")
+    p("| per container | containers | RSS | PSS | PSS vs conmon | RSS vs conmon |")
+    p("|---|---|---|---|---|---|")
+
+    def per(files):
+        ds = [load(f) for f in files]
+        if not all(d and d["pids"] for d in ds):
+            return None
+        count = max(len(d["pids"]) for d in ds)
+        return (count, sum(sum(d["rss_kb"]) for d in ds) / count,
+                sum(sum(d["pss_kb"]) for d in ds) / count)
+    base = per(["mem-dens-conmon.json"])
+    for label, files in [
+            ("aac shim alone (`containerd-shim-aac-v2`)", ["mem-dens-aac-shim.json"]),
+            ("aac shim + aac-shim monitor", ["mem-dens-aac-shim.json", "mem-dens-aac-monitor.json"]),
+            ("runc's Go shim + aac-shim monitor", ["mem-dens-runc-shim.json", "mem-dens-runc-monitor.json"]),
+            ("conmon (podman)", ["mem-dens-conmon.json"])]:
+        r = per(files)
+        if r and base:
+            p(f"| {label} | {r[0]} | {r[1] / 1024:.2f} MiB | {r[2] / 1024:.2f} MiB | "
+              f"{ratio(r[2], base[2])} | {ratio(r[1], base[1])} |")
+    p("")
+    sizes = load("sizes.json")
+    if sizes:
+        p("Stripped sizes: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items()) + "\n")
 print("\n".join(out))

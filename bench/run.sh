@@ -8,16 +8,21 @@
 #
 # Knobs: RUNS (latency runs, default 30), SCALES (default "10 50 100"), IDLE (default 20),
 # LOG_LINES (default 2000000 lines of 100 bytes + newline = 202 MB), IMAGE_MIB (default 30),
-# BENCH_DIR (default /tmp/aac-bench; short, for unix socket paths), SKIP_BUILD=1.
+# BENCH_DIR (default /tmp/aac-bench; short, for unix socket paths), SKIP_BUILD=1,
+# DENSITY (idle containers of the density case, default 100), ONLY=density (set up, then run
+# only the density case: aac's own shim vs runc's shim vs conmon, and its log throughput).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 REPO=$(dirname "$HERE")
 RUNS=${RUNS:-30}
 SCALES=${SCALES:-"10 50 100"}
 IDLE=${IDLE:-20}
 LOG_LINES=${LOG_LINES:-2000000}
 IMAGE_MIB=${IMAGE_MIB:-30}
+DENSITY=${DENSITY:-100}
+ONLY=${ONLY:-}
 B=${BENCH_DIR:-/tmp/aac-bench}
 R=$B/results
 OUT=${OUT:-$HERE/results.md}
@@ -36,8 +41,12 @@ T0=$(date +%s)
 if [ -z "${SKIP_BUILD:-}" ]; then
     log "cargo build --release"
     (cd "$REPO" && cargo build --release -q -p aac -p aac-shim)
+    log "cargo build --profile shim -p containerd-shim-aac-v2"
+    (cd "$REPO" && cargo build --profile shim -q -p containerd-shim-aac-v2)
 fi
 AAC_BIN=$REPO/target/release/aac
+# aac's own containerd shim, by absolute path (containerd needs nothing on its PATH).
+AAC_V2=$REPO/target/shim/containerd-shim-aac-v2
 export AAC_SHIM=$REPO/target/release/aac-shim
 
 # --- private state ---------------------------------------------------------------------------
@@ -65,24 +74,7 @@ fi
 mkdir -p "$B/ctrd" "$B/aac/run" "$B/aac/data" "$B/podman/tmp" "$R"
 trap cleanup EXIT
 
-cat >"$B/ctrd/config.toml" <<EOF
-version = 2
-root = "$B/ctrd/root"
-state = "$B/ctrd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.tracing",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper"]
-[grpc]
-  address = "$B/ctrd/c.sock"
-[ttrpc]
-  address = "$B/ctrd/t.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$B/ctrd/opt"
-EOF
-containerd --config "$B/ctrd/config.toml" >"$B/ctrd/containerd.log" 2>&1 &
-CTRD_PID=$!
-for _ in $(seq 100); do [ -S "$B/ctrd/c.sock" ] && break; sleep 0.1; done
+start_containerd
 SOCK=$B/ctrd/c.sock
 NS=bench
 export CONTAINERD_ADDRESS=$SOCK AAC_NAMESPACE=$NS AAC_RUN_DIR=$B/aac/run AAC_DATA_DIR=$B/aac/data
@@ -114,17 +106,49 @@ pod() { podman "$@"; }
 
 # The busybox image, the same bytes for everyone.
 log "images"
-mkdir -p "$B/rootfs/bin"
-cp /usr/bin/busybox "$B/rootfs/bin/busybox"
-for a in $(busybox --list); do [ "$a" = busybox ] || ln -s busybox "$B/rootfs/bin/$a"; done
-mkdir -p "$B/rootfs/"{etc,proc,sys,dev,tmp,root}
-chmod 1777 "$B/rootfs/tmp"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$B/rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$B/rootfs/etc/group"
+busybox_rootfs "$B/rootfs"
+printf 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >>"$B/rootfs/etc/passwd"
+printf 'nogroup:x:65534:\n' >>"$B/rootfs/etc/group"
 aac image import --rootfs "$B/rootfs" bench-busybox:latest --cmd /bin/sh --env PATH=/bin >/dev/null
 IMG=$(ctr_ images ls -q | grep bench-busybox | head -1)
 tar -C "$B/rootfs" -cf "$B/rootfs.tar" .
 pod import --change 'ENV PATH=/bin' "$B/rootfs.tar" localhost/bench-busybox:latest >/dev/null
+
+# --- 7. density: aac's own shim ---------------------------------------------------------------
+# Everything aac and containerd start per container, $DENSITY idle containers at once: with
+# aac's shim (containerd-shim-aac-v2 + the aac-shim monitor) and with runc's Go shim
+# (containerd-shim-runc-v2 + aac-shim), against podman's conmon at the same count. Then the
+# log throughput through aac's shim. Sizes of the stripped binaries.
+density() {
+    log "7. density: $DENSITY idle containers (aac shim, runc shim, conmon)"
+    local i
+    for rt in aac runc; do
+        for i in $(seq "$DENSITY"); do
+            AAC_CONTAINERD_RUNTIME=$([ $rt = aac ] && echo "$AAC_V2" || echo runc) \
+                aac run -d --network none --name "dens-$i" bench-busybox sleep 3600 >/dev/null
+        done
+        sleep 2
+        $PY "$HERE/procmem.py" "$R/mem-dens-$rt-monitor.json" aac-shim "$B/aac/run"
+        if [ $rt = aac ]; then
+            $PY "$HERE/procmem.py" "$R/mem-dens-$rt-shim.json" containerd-shim-aac-v2 "$B/ctrd"
+        else
+            $PY "$HERE/procmem.py" "$R/mem-dens-$rt-shim.json" containerd-shim-runc-v2 "$B/ctrd"
+        fi
+        for i in $(seq "$DENSITY"); do aac rm -f "dens-$i" >/dev/null; done
+    done
+    for i in $(seq "$DENSITY"); do pod run -d --network none --name "dens-$i" localhost/bench-busybox sleep 3600 >/dev/null; done
+    sleep 2
+    $PY "$HERE/procmem.py" "$R/mem-dens-conmon.json" conmon "$B/podman"
+    pod rm -af -t 0 >/dev/null
+    local sizes="{" f t
+    for f in "$AAC_BIN" "$AAC_SHIM" "$AAC_V2"; do
+        t=$B/stripped.$(basename "$f")
+        strip -o "$t" "$f" 2>/dev/null || cp "$f" "$t"
+        sizes="$sizes\"$(basename "$f")\": $(stat -c %s "$t"), "
+        rm -f "$t"
+    done
+    echo "${sizes%, }}" >"$R/sizes.json"
+}
 
 # --- machine ---------------------------------------------------------------------------------
 cgmode() {
@@ -154,6 +178,55 @@ EOF
 
 timeit() { $PY "$HERE/timeit.py" "$@"; }
 
+# The log writer's case (section 4) and the density case (7) share these.
+LINE=$(printf '%0100d' 0)
+LOG_BYTES=$((LOG_LINES * 101))
+logrun() { # tool run-number -> seconds and lines into $R/log-<tool>-<n>.json
+    local tool=$1 n=$2 t0 t1 lines file
+    t0=$(date +%s.%N)
+    case $tool in
+    aac)
+        id=$(aac run -d --network none --log-opt max-size=2g --name "log-$n" bench-busybox \
+            sh -c "yes $LINE | head -n $LOG_LINES")
+        aac wait "log-$n" >/dev/null
+        t1=$(date +%s.%N)
+        file=$B/aac/data/containers/$id/json.log
+        lines=$(cat "$file"* | wc -l)
+        aac rm -f "log-$n" >/dev/null ;;
+    aac-v2)
+        id=$(AAC_CONTAINERD_RUNTIME=$AAC_V2 aac run -d --network none --log-opt max-size=2g \
+            --name "log-$n" bench-busybox sh -c "yes $LINE | head -n $LOG_LINES")
+        aac wait "log-$n" >/dev/null
+        t1=$(date +%s.%N)
+        file=$B/aac/data/containers/$id/json.log
+        lines=$(cat "$file"* | wc -l)
+        aac rm -f "log-$n" >/dev/null ;;
+    podman)
+        file=$B/podman/log-$n.log
+        pod run -d --network none --log-driver k8s-file --log-opt "path=$file" --name "log-$n" \
+            localhost/bench-busybox sh -c "yes $LINE | head -n $LOG_LINES" >/dev/null
+        pod wait "log-$n" >/dev/null
+        t1=$(date +%s.%N)
+        # k8s-file splits long writes into partial (P) records: count the full (F) ones.
+        lines=$(grep -c '^[^ ]* stdout F ' "$file")
+        pod rm -f "log-$n" >/dev/null; rm -f "$file" ;;
+    raw)
+        busybox sh -c "yes $LINE | head -n $LOG_LINES" | cat >"$B/aac/data/raw.out"
+        t1=$(date +%s.%N)
+        lines=$(wc -l <"$B/aac/data/raw.out")
+        rm -f "$B/aac/data/raw.out" ;;
+    esac
+    echo "{\"seconds\": $(awk "BEGIN {print $t1 - $t0}"), \"lines\": $lines, \"bytes\": $LOG_BYTES, \"expected\": $LOG_LINES}" >"$R/log-$tool-$n.json"
+}
+if [ "$ONLY" = density ]; then
+    density
+    log "7. log throughput through aac's shim: $LOG_LINES lines"
+    for n in 1 2 3; do logrun raw "$n"; logrun aac-v2 "$n"; logrun aac "$n"; done
+    echo "{\"seconds\": $(( $(date +%s) - T0 ))}" >"$R/total.json"
+    $PY "$HERE/report.py" "$R" | tee "$OUT"
+    exit 0
+fi
+
 # --- 1. run --rm /bin/true -------------------------------------------------------------------
 log "1. run --rm latency ($RUNS runs each)"
 timeit --runs "$RUNS" --out "$R/run-aac.json" -- "$AAC_BIN" run --rm --network none bench-busybox /bin/true
@@ -175,7 +248,10 @@ for c in $($PY -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))[
     CAPS+=(--cap-add "$c")
 done
 printf '%s\n' "${CAPS[@]}" | grep -v -- --cap-add | paste -sd' ' >"$R/bwrap-caps.txt"
-BWRAP=(bwrap --unshare-pid --unshare-ipc --unshare-uts --unshare-net --unshare-cgroup-try
+# aac's process backend gives the agent a user namespace (run by root: a range of the aac
+# user's subordinate ids) and a read-only host tree: bwrap gets a user namespace too.
+BWRAP=(bwrap --unshare-user --uid 0 --gid 0 --unshare-pid --unshare-ipc --unshare-uts
+       --unshare-net --unshare-cgroup-try
        --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /dev/shm
        --cap-drop ALL "${CAPS[@]}" --new-session --die-with-parent)
 echo "${BWRAP[*]} --seccomp 9 /bin/true 9<seccomp.bpf" >"$R/bwrap-cmd.txt"
@@ -211,38 +287,7 @@ fi
 
 # --- 4. log throughput -----------------------------------------------------------------------
 log "4. log throughput: $LOG_LINES lines"
-LINE=$(printf '%0100d' 0)
-LOG_BYTES=$((LOG_LINES * 101))
-logrun() { # tool run-number -> seconds and lines into $R/log-<tool>-<n>.json
-    local tool=$1 n=$2 t0 t1 lines file
-    t0=$(date +%s.%N)
-    case $tool in
-    aac)
-        id=$(aac run -d --network none --log-opt max-size=2g --name "log-$n" bench-busybox \
-            sh -c "yes $LINE | head -n $LOG_LINES")
-        aac wait "log-$n" >/dev/null
-        t1=$(date +%s.%N)
-        file=$B/aac/data/containers/$id/json.log
-        lines=$(cat "$file"* | wc -l)
-        aac rm -f "log-$n" >/dev/null ;;
-    podman)
-        file=$B/podman/log-$n.log
-        pod run -d --network none --log-driver k8s-file --log-opt "path=$file" --name "log-$n" \
-            localhost/bench-busybox sh -c "yes $LINE | head -n $LOG_LINES" >/dev/null
-        pod wait "log-$n" >/dev/null
-        t1=$(date +%s.%N)
-        # k8s-file splits long writes into partial (P) records: count the full (F) ones.
-        lines=$(grep -c '^[^ ]* stdout F ' "$file")
-        pod rm -f "log-$n" >/dev/null; rm -f "$file" ;;
-    raw)
-        busybox sh -c "yes $LINE | head -n $LOG_LINES" | cat >"$B/aac/data/raw.out"
-        t1=$(date +%s.%N)
-        lines=$(wc -l <"$B/aac/data/raw.out")
-        rm -f "$B/aac/data/raw.out" ;;
-    esac
-    echo "{\"seconds\": $(awk "BEGIN {print $t1 - $t0}"), \"lines\": $lines, \"bytes\": $LOG_BYTES, \"expected\": $LOG_LINES}" >"$R/log-$tool-$n.json"
-}
-for n in 1 2 3; do logrun raw "$n"; logrun aac "$n"; logrun podman "$n"; done
+for n in 1 2 3; do logrun raw "$n"; logrun aac "$n"; logrun aac-v2 "$n"; logrun podman "$n"; done
 
 # --- 5. aac ps / stats at scale, and aac-shim memory on containerd -----------------------------
 log "5. aac ps and aac stats with $SCALES running containers"
@@ -273,5 +318,6 @@ gc='for i in $(ctr -a '"$SOCK"' -n '"$NS"' images ls -q | grep bench-big); do ct
 timeit --runs 5 --warmup 1 --between "$gc" --out "$R/import-aac.json" -- "$AAC_BIN" image import "$B/big.tar"
 timeit --runs 5 --warmup 1 --between "$gc" --out "$R/import-ctr.json" -- ctr -a "$SOCK" -n "$NS" images import "$B/big.tar"
 
+density
 echo "{\"seconds\": $(( $(date +%s) - T0 ))}" >"$R/total.json"
 $PY "$HERE/report.py" "$R" | tee "$OUT"

@@ -20,6 +20,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release -q -p aac -p aac-shim
+aac_bin="$PWD/target/release/aac"
+if [ "$(id -u)" -eq 0 ]; then as_root=""; else as_root="sudo "; fi
 aac() { sudo_if_needed env AAC_SHIM="$PWD/target/release/aac-shim" "$PWD/target/release/aac" "$@"; }
 
 aac rm -f hello >/dev/null 2>&1 || true
@@ -45,4 +47,11 @@ fi
 aac ps
 echo "== GET http://127.0.0.1:8080/"
 curl -fsS --retry 5 --retry-connrefused --retry-delay 1 http://127.0.0.1:8080/
-echo "== it keeps running; stop and remove it with: aac rm -f hello"
+if command -v aac >/dev/null 2>&1 && [ "$(command -v aac)" -ef "$aac_bin" ]; then
+  aac_cmd="${as_root}aac"
+else
+  # not on PATH: the full command (examples/install.sh puts aac on PATH, with completions)
+  aac_cmd="${as_root}$aac_bin"
+fi
+echo "== it keeps running; stop and remove it with: $aac_cmd rm -f hello"
+echo "   (examples/install.sh installs aac on PATH with shell completions and man pages)"

@@ -12,7 +12,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(containerd runc containernetworking-plugins protobuf-compiler busybox-static iproute2 iptables
           python3 python3-pip python3-prometheus-client docker-registry apache2-utils openssl util-linux
-          rootlesskit slirp4netns uidmap curl)
+          rootlesskit slirp4netns uidmap curl dnsmasq-base nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,6 +21,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# kubernetes-validate checks the manifests `aac kube generate` writes (runtime/kube/tests);
+# the test installs it itself when this step could not, and skips only when pip cannot.
+kubernetes_validate=1.37.0
+if [ "$(python3 -m kubernetes_validate --version 2>/dev/null || true)" != "$kubernetes_validate" ]; then
+  echo "== pip install kubernetes-validate==$kubernetes_validate"
+  python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
+      "kubernetes-validate==$kubernetes_validate" ||
+    python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$kubernetes_validate" ||
+    echo "pip could not install kubernetes-validate: its test will say it skipped"
 fi
 
 echo "== cargo fmt --check"

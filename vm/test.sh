@@ -13,8 +13,8 @@
 # log and exit code are read back from the payload disk with debugfs. Exits with the guest's
 # code (1 if the VM gave none).
 #
-# Environment: AAC_VM_TIMEOUT (whole VM run, s, default 1500), AAC_VM_MEMORY (MiB, 2048),
-# AAC_VM_CPUS (2), AAC_VM_ACCEL (tcg|kvm: skip the probe), AAC_VM_VERBOSE=1 (stream the
+# Environment: AAC_VM_TIMEOUT (whole VM run, s, default 2400), AAC_VM_MEMORY (MiB, 2048),
+# AAC_VM_CPUS (2), AAC_VM_TESTS (a regex of test file names to run; all by default), AAC_VM_ACCEL (tcg|kvm: skip the probe), AAC_VM_VERBOSE=1 (stream the
 # serial console).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -23,7 +23,7 @@ cd "$REPO_DIR"
 payload_only=0
 [ "${1:-}" = --payload-only ] && payload_only=1
 t0=$(date +%s)
-timeout_s=${AAC_VM_TIMEOUT:-1500}
+timeout_s=${AAC_VM_TIMEOUT:-2400}
 
 # --- build -----------------------------------------------------------------------------
 metadata=$(cargo metadata --no-deps --format-version 1)
@@ -32,7 +32,7 @@ tests_id=$(python3 -c 'import json,sys; print("".join(p["id"] for p in json.load
 target_dir=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' <<<"$metadata")
 has_package() { case " $packages " in *" $1 "*) return 0 ;; esac; return 1; }
 bin_args=()
-for p in aac aac-shim; do has_package "$p" && bin_args+=(-p "$p"); done
+for p in aac aac-shim containerd-shim-aac-v2; do has_package "$p" && bin_args+=(-p "$p"); done
 if [ "${#bin_args[@]}" -gt 0 ]; then
   log "cargo build --release ${bin_args[*]}"
   cargo build --release -q "${bin_args[@]}"
@@ -70,16 +70,21 @@ mkdir -p "$payload/src" "$payload/target/release/deps" "$payload/results"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$payload/src"
 ln -s ../target "$payload/src/target"
 echo "$REPO_DIR" >"$payload/host-root"
-for b in aac aac-shim; do
+for b in aac aac-shim aac-supervisor containerd-shim-aac-v2; do
   [ -x "$target_dir/release/$b" ] && cp "$target_dir/release/$b" "$payload/target/release/"
 done
 : >"$payload/tests.list"
 for t in "${test_bins[@]}"; do
+  # AAC_VM_TESTS: only the test files whose names match this extended regex (say
+  # "sandbox|process_backend"); all of them by default.
+  if [ -n "${AAC_VM_TESTS:-}" ] && ! [[ "$(basename "$t")" =~ ^(${AAC_VM_TESTS})-[0-9a-f]+$ ]]; then
+    continue
+  fi
   cp "$t" "$payload/target/release/deps/"
   echo "target/release/deps/$(basename "$t")" >>"$payload/tests.list"
 done
 chmod -R a+rX "$payload"
-log "payload: ${#test_bins[@]} test binaries, $(du -sm "$payload" | cut -f1) MiB in $payload"
+log "payload: $(wc -l <"$payload/tests.list") test binaries, $(du -sm "$payload" | cut -f1) MiB in $payload"
 if [ "$payload_only" -eq 1 ]; then
   exit 0
 fi

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use aac_runtime::agent::flags::RunFlags;
+use crate::flags::RunFlags;
 use aac_runtime::agent::{self, Agent, Diagnostics};
-use aac_runtime::spec::builder::{self, HostLimits, SpecContext};
+use aac_runtime::spec::builder;
 use anyhow::Context;
 use clap::Args;
 
@@ -41,31 +41,60 @@ pub fn agent_file(path: &Path) -> PathBuf {
 }
 
 /// Load agent.yaml at `path`, apply CLI flags over it and validate the result: every problem
-/// is reported at once.
+/// is reported at once. Notes on other spellings are printed, and the fields aac does not act
+/// on are named in one line (`aac validate` shows where each is).
 pub fn load_agent(path: &Path, flags: &RunFlags) -> Result<Agent, Diagnostics> {
     let file = agent_file(path);
-    let (mut agent, positions) = agent::load_file_with_positions(&file)?;
+    let mut decoded = agent::decode_file(&file)?;
     let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let host_env = |k: &str| std::env::var(k).ok();
-    let mut problems = flags.apply(&mut agent, &base, &host_env);
-    problems.extend(agent::validate(&agent, Some(&positions)));
-    if problems.is_empty() {
-        Ok(agent)
-    } else {
-        Err(Diagnostics(problems))
+    let problems = flags.apply(&mut decoded.agent, &base, &host_env);
+    let (agent, notes) = agent::check_noted(decoded, problems)?;
+    let (idle, spelled): (Vec<_>, Vec<_>) = notes
+        .iter()
+        .partition(|n| agent::notices::is_not_acted_on(n));
+    for n in spelled {
+        eprintln!("aac: note: {n}");
     }
+    if !idle.is_empty() {
+        let fields: Vec<&str> = idle.iter().map(|n| n.path.as_str()).collect();
+        eprintln!(
+            "aac: note: {} not acted on when running the agent (`aac validate {}` says why)",
+            fields.join(", "),
+            file.display()
+        );
+    }
+    Ok(agent)
 }
 
 pub fn validate(args: ValidateArgs) -> CliResult<u8> {
     let file = agent_file(&args.path);
-    match agent::load_file(&file) {
-        Ok(a) => {
+    // a file that cannot be read (missing, a FIFO, a device, too large) is bad input, aac's
+    // failure: exit 125; problems found in a file that was read: exit 1
+    let src = agent::source::read_agent_file(&file).map_err(|e| CliError::aac(e.into()))?;
+    // so is a document built to exhaust the parser (too deep, an alias bomb)
+    if let Err(e) = agent::limits::check(&src) {
+        return Err(CliError::aac(anyhow::anyhow!(
+            "{}:{}:{}: {e}",
+            file.display(),
+            e.line,
+            e.column
+        )));
+    }
+    match agent::decode_source(&src, &file).and_then(|d| agent::check_noted(d, Vec::new())) {
+        Ok((a, notes)) => {
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
             println!("{}: agent {:?} is valid", file.display(), a.metadata.name);
             Ok(0)
         }
         Err(d) => {
             for problem in &d.0 {
-                eprintln!("{problem}");
+                eprintln!(
+                    "{}",
+                    aac_runtime::secrets::redact::text(&problem.to_string())
+                );
             }
             eprintln!(
                 "{}: {} problem{}",
@@ -78,41 +107,11 @@ pub fn validate(args: ValidateArgs) -> CliResult<u8> {
     }
 }
 
-pub async fn spec(cli: &Ctx, args: SpecArgs) -> CliResult<u8> {
+pub async fn spec(ctx: &Ctx, args: SpecArgs) -> CliResult<u8> {
     let agent = load_agent(&args.path, &args.flags)
         .map_err(|d| CliError::aac(anyhow::anyhow!("invalid agent:\n{d}")))?;
-    // The image's entrypoint, cmd, env and user shape the process: use them when containerd
-    // has the image.
-    let image = match cli.client().await {
-        Ok(c) => c.image_config(&agent.image_ref()).await.ok(),
-        Err(_) => None,
-    };
-    let volumes_dir = cli.dirs.volumes_dir();
     let name = args.name.unwrap_or_else(|| agent.metadata.name.clone());
-    let host = HostLimits::current();
-    // Secret values are never printed: the spec shows where each would come from.
-    let secrets = |name: &str, key: &str| Ok(format!("<secret {name}/{key}>"));
-    let ctx = SpecContext {
-        container_id: &name,
-        name: &name,
-        image: image.as_ref(),
-        host: &host,
-        volumes_dir: &volumes_dir,
-        netns_path: None,
-        extra_mounts: Vec::new(),
-        terminal: false,
-        secrets: &secrets,
-    };
-    let spec = match builder::build(&agent, &ctx) {
-        Ok(s) => s,
-        Err(builder::SpecError::NoCommand) => {
-            return Err(CliError::aac(anyhow::anyhow!(
-                "the agent has no command: set spec.command, or import or pull its image {} so its entrypoint is known",
-                agent.image_ref()
-            )))
-        }
-        Err(e) => return Err(CliError::aac(e.into())),
-    };
+    let spec = ctx.engine()?.preview_spec(&agent, &name).await?;
     println!(
         "{}",
         builder::to_json(&spec).context("serializing the spec")?

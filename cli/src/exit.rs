@@ -6,8 +6,6 @@ use std::process::ExitCode;
 
 /// aac failed (bad input, runtime unreachable, ...).
 pub const EXIT_AAC: u8 = 125;
-/// The container's command was not found.
-pub const EXIT_NOT_FOUND: u8 = 127;
 
 /// An error with the exit code it should produce.
 #[derive(Debug)]
@@ -24,20 +22,25 @@ impl CliError {
         }
     }
 
-    pub fn with_code(code: u8, error: anyhow::Error) -> Self {
-        CliError { code, error }
-    }
-
-    /// Print as `aac: <error>: <cause>` and turn into the process exit code.
+    /// Print as `aac: <error>: <cause>` (secret-looking values masked) and turn into the process exit code.
     pub fn report(self) -> ExitCode {
-        eprintln!("aac: {:#}", self.error);
+        // Values of secret-looking variables an error quotes are shown as `***`.
+        eprintln!(
+            "aac: {}",
+            aac_runtime::secrets::redact::text(&format!("{:#}", self.error))
+        );
         ExitCode::from(self.code)
     }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {
+    /// 125, or the code an engine error stands for (126/127 when a command cannot run).
     fn from(e: E) -> Self {
-        CliError::aac(e.into())
+        let error = e.into();
+        let code = error
+            .downcast_ref::<aac_runtime::engine::EngineError>()
+            .map_or(EXIT_AAC, |e| e.exit_code());
+        CliError { code, error }
     }
 }
 

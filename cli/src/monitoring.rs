@@ -4,25 +4,23 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime};
 
-use aac_runtime::events::{self, Event, EventFilter, EventFollower, EventType};
+use aac_runtime::engine::Container;
+use aac_runtime::events::{Event, EventFilter, EventType};
 use aac_runtime::logs::parse_time_arg;
-use aac_runtime::record::{self, ContainerRecord};
 use aac_runtime::stats::{self, CgroupLayout, Labeled, Sample, StatsRow};
-use aac_runtime::status::Phase;
 use anyhow::{anyhow, Context as _};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::containers::{load, Entry};
 use crate::context::Ctx;
-use crate::exit::{CliError, CliResult};
+use crate::exit::CliResult;
 
 /// How often the live table is refreshed, and the window CPU % is measured over.
 const INTERVAL: Duration = Duration::from_secs(1);
 /// How often `aac events` looks at the journal.
 const EVENTS_POLL: Duration = Duration::from_millis(100);
 
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Debug, Default)]
 pub enum StatsFormat {
     /// docker's columns.
     #[default]
@@ -32,7 +30,36 @@ pub enum StatsFormat {
     /// Prometheus text exposition format, printed once (for scrapers and node_exporter's
     /// textfile collector).
     Prometheus,
+    /// A Go template over docker's stats fields (`{{.Name}} {{.CPUPerc}}`).
+    Template(crate::format::Template),
 }
+
+impl std::str::FromStr for StatsFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StatsFormat, String> {
+        match s.trim() {
+            "prometheus" => Ok(StatsFormat::Prometheus),
+            other => Ok(match other.parse::<crate::format::Format>()? {
+                crate::format::Format::Table => StatsFormat::Table,
+                crate::format::Format::Json => StatsFormat::Json,
+                crate::format::Format::Template(t) => StatsFormat::Template(t),
+            }),
+        }
+    }
+}
+
+/// Headings of `stats` templates.
+const STATS_HEADINGS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Container", "CONTAINER"),
+    ("Name", "NAME"),
+    ("CPUPerc", "CPU %"),
+    ("MemUsage", "MEM USAGE / LIMIT"),
+    ("MemPerc", "MEM %"),
+    ("NetIO", "NET I/O"),
+    ("BlockIO", "BLOCK I/O"),
+    ("PIDs", "PIDS"),
+];
 
 #[derive(Args, Debug)]
 #[command(
@@ -55,9 +82,9 @@ pub struct StatsArgs {
     /// Print one reading and exit (CPU % is still measured over one second).
     #[arg(long)]
     pub no_stream: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
-    pub format: StatsFormat,
+    /// Output format: table, json, prometheus, or a Go template ('table {{.Name}}\t{{.CPUPerc}}').
+    #[arg(long, default_value = "table")]
+    pub format: String,
     /// Containers (names or IDs); default: every running one.
     pub names: Vec<String>,
 }
@@ -95,9 +122,9 @@ pub enum EventsFormat {
 #[derive(Args, Debug)]
 #[command(
     long_about = "Show what happens to containers (create, start, die with its exit code, oom, \
-                  health_status, restart, kill, stop, rm) as it happens. With --since, first \
-                  the stored events from the on-disk journal (bounded: about the last 2 MiB of \
-                  events). With --until, stop at that time."
+                  health_status, restart, kill, stop, rm, egress-denied) as it happens. With \
+                  --since, first the stored events from the on-disk journal (bounded: about \
+                  the last 2 MiB of events). With --until, stop at that time."
 )]
 pub struct EventsArgs {
     /// Show stored events since this time (10m, 2026-11-25T10:00:00Z, UNIX seconds).
@@ -118,82 +145,6 @@ pub struct EventsArgs {
 // ---------------------------------------------------------------------------------------------
 // stats
 
-/// A container `aac stats` shows.
-struct Watched {
-    rec: ContainerRecord,
-    cgroup: String,
-}
-
-/// The containers to show now: the named ones, or every running (or, with `all`, every) one.
-fn select(ctx: &Ctx, names: &[String], all: bool) -> CliResult<Vec<Watched>> {
-    let mut out = Vec::new();
-    if !names.is_empty() {
-        for n in names {
-            let Entry { rec, .. } = load(ctx, n)?;
-            out.push(Watched {
-                cgroup: rec.cgroup_path(),
-                rec,
-            });
-        }
-        return Ok(out);
-    }
-    for id in ctx.dirs.container_ids()? {
-        let Ok(rec) = ContainerRecord::load(&ctx.dirs, &id) else {
-            continue;
-        };
-        if !all {
-            let st = record::load_status(&ctx.dirs, &id).unwrap_or_default();
-            if !matches!(st.phase, Phase::Running | Phase::Restarting) {
-                continue;
-            }
-        }
-        out.push(Watched {
-            cgroup: rec.cgroup_path(),
-            rec,
-        });
-    }
-    out.sort_by(|a, b| a.rec.name.cmp(&b.rec.name));
-    Ok(out)
-}
-
-/// The network namespace of `pid` differs from ours (else its counters are the host's).
-fn own_netns(pid: u32) -> bool {
-    match (
-        std::fs::read_link(format!("/proc/{pid}/ns/net")),
-        std::fs::read_link("/proc/self/ns/net"),
-    ) {
-        (Ok(theirs), Ok(ours)) => theirs != ours,
-        _ => false,
-    }
-}
-
-/// A reading of a container; a stopped one (or one that stops while being read) reads as zeros.
-fn read_one(ctx: &Ctx, layout: &CgroupLayout, w: &Watched) -> Sample {
-    let zero = Sample {
-        timestamp: SystemTime::now(),
-        cpu_usage_ns: 0,
-        mem_usage: 0,
-        mem_limit: None,
-        pids: 0,
-        net_rx_bytes: 0,
-        net_tx_bytes: 0,
-        blk_read_bytes: 0,
-        blk_write_bytes: 0,
-    };
-    let st = record::load_status(&ctx.dirs, &w.rec.id).unwrap_or_default();
-    if !matches!(st.phase, Phase::Running | Phase::Restarting) {
-        return zero;
-    }
-    let net_pid = st.pid.filter(|p| own_netns(*p));
-    match stats::sample_in(layout, &w.cgroup, net_pid) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(container = %w.rec.name, "no reading: {e}");
-            zero
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct JsonRow<'a> {
     #[serde(flatten)]
@@ -213,13 +164,16 @@ fn emit(text: &str) -> bool {
 }
 
 pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
+    let format: StatsFormat = crate::format::parse_arg(&args.format)?;
+    let engine = ctx.engine()?;
     let layout = CgroupLayout::detect()?;
     let cpus = stats::online_cpus();
     let host_mem = stats::host_memory();
-    let mut watched = select(ctx, &args.names, args.all)?;
+    let mut watched = engine.watched(&args.names, args.all)?;
+    let read_one = |layout: &CgroupLayout, w: &Container| engine.sample(layout, w);
 
-    if args.format == StatsFormat::Prometheus {
-        let readings: Vec<Sample> = watched.iter().map(|w| read_one(ctx, &layout, w)).collect();
+    if matches!(format, StatsFormat::Prometheus) {
+        let readings: Vec<Sample> = watched.iter().map(|w| read_one(&layout, w)).collect();
         let labeled: Vec<Labeled<'_>> = watched
             .iter()
             .zip(&readings)
@@ -236,7 +190,7 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
     let terminal = std::io::stdout().is_terminal();
     let mut previous: HashMap<String, Sample> = watched
         .iter()
-        .map(|w| (w.rec.id.clone(), read_one(ctx, &layout, w)))
+        .map(|w| (w.rec.id.clone(), read_one(&layout, w)))
         .collect();
     let mut next_tick = Instant::now() + INTERVAL;
     loop {
@@ -246,13 +200,13 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
         let mut json = String::new();
         let mut current = HashMap::with_capacity(watched.len());
         for w in &watched {
-            let s = read_one(ctx, &layout, w);
+            let s = read_one(&layout, w);
             let cpu = previous
                 .get(&w.rec.id)
                 .filter(|p| p.cpu_usage_ns > 0 || s.cpu_usage_ns == 0)
                 .map(|p| stats::cpu_percent(p, &s, cpus));
             let row = StatsRow::new(&w.rec.id, &w.rec.name, &s, cpu, host_mem);
-            if args.format == StatsFormat::Json {
+            if matches!(format, StatsFormat::Json) {
                 let line = serde_json::to_string(&JsonRow {
                     row: &row,
                     cpu_percent: cpu,
@@ -265,8 +219,19 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
             rows.push(row);
             current.insert(w.rec.id.clone(), s);
         }
-        let text = match args.format {
+        let text = match &format {
             StatsFormat::Json => json,
+            StatsFormat::Template(t) => {
+                let items: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(r).unwrap_or_default();
+                        v["Container"] = v["Name"].clone();
+                        v
+                    })
+                    .collect();
+                t.render_all(&items, STATS_HEADINGS)?
+            }
             _ if terminal && !args.no_stream => {
                 format!("\x1b[2J\x1b[H{}", stats::format_stats_table(&rows))
             }
@@ -278,10 +243,10 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
         previous = current;
         if args.names.is_empty() {
             // Containers come and go: look again (new ones get their first reading now).
-            watched = select(ctx, &[], args.all)?;
+            watched = engine.watched(&[], args.all)?;
             for w in &watched {
                 if !previous.contains_key(&w.rec.id) {
-                    previous.insert(w.rec.id.clone(), read_one(ctx, &layout, w));
+                    previous.insert(w.rec.id.clone(), read_one(&layout, w));
                 }
             }
         }
@@ -292,14 +257,10 @@ pub async fn stats(ctx: &Ctx, args: StatsArgs) -> CliResult<u8> {
 // top
 
 pub async fn top(ctx: &Ctx, args: TopArgs) -> CliResult<u8> {
-    let e = load(ctx, &args.name)?;
-    if !matches!(e.status.phase, Phase::Running | Phase::Restarting) {
-        return Err(CliError::aac(anyhow!(
-            "container {} is not running",
-            e.rec.name
-        )));
-    }
-    let rows = stats::top(&e.rec.cgroup_path())
+    let engine = ctx.engine()?;
+    let e = engine.load(&args.name)?;
+    let rows = engine
+        .top(&e)
         .with_context(|| format!("listing the processes of {}", e.rec.name))?;
     let text = match args.format {
         TopFormat::Table => stats::format_top_table(&rows),
@@ -374,8 +335,8 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> CliResult<u8> {
     filter.until = until;
 
     let (past, mut follower) = match since {
-        Some(s) => EventFollower::read_then_follow(&ctx.dirs, Some(s), filter)?,
-        None => (Vec::new(), EventFollower::from_end(&ctx.dirs, filter)?),
+        Some(s) => ctx.engine()?.events(Some(s), filter)?,
+        None => ctx.engine()?.events(None, filter)?,
     };
     let mut text = String::new();
     for e in &past {
@@ -402,17 +363,6 @@ pub async fn events(ctx: &Ctx, args: EventsArgs) -> CliResult<u8> {
         if !text.is_empty() && !emit(&text) {
             return Ok(0);
         }
-    }
-}
-
-/// Record that `aac run` created container `id`.
-pub fn record_create(ctx: &Ctx, rec: &ContainerRecord) {
-    let mut e = Event::new(EventType::Create, &rec.id, &rec.name);
-    if let Some(image) = &rec.image {
-        e = e.with("image", image);
-    }
-    if let Err(err) = events::append(&ctx.dirs, &e) {
-        tracing::warn!("recording the create event: {err}");
     }
 }
 

@@ -36,8 +36,9 @@ pub struct CreateArgs {
 pub struct LsArgs {
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    pub format: Format,
+    /// Output format: table, json, or a Go template ('{{.Name}} {{.Subnet}}').
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Args, Debug)]
@@ -49,18 +50,47 @@ pub struct NamesArgs {
 pub fn run(ctx: &Ctx, cmd: NetworkCommand) -> CliResult<u8> {
     match cmd {
         NetworkCommand::Create(a) => {
-            let def = network::create_network(&ctx.dirs, &a.name, a.subnet.as_deref())?;
+            let def = network::create_network(ctx.engine()?.dirs(), &a.name, a.subnet.as_deref())?;
             println!("{}", def.id);
         }
         NetworkCommand::Ls(a) => {
-            network::ensure_default_network(&ctx.dirs)?;
-            let nets = network::list_networks(&ctx.dirs)?;
+            let format: Format = crate::format::parse_arg(&a.format)?;
+            network::ensure_default_network(ctx.engine()?.dirs())?;
+            let nets = network::list_networks(ctx.engine()?.dirs())?;
             if a.quiet {
                 for n in &nets {
                     println!("{}", n.name);
                 }
-            } else if a.format == Format::Json {
+            } else if format.is_json() {
                 println!("{}", serde_json::to_string_pretty(&nets).context("json")?);
+            } else if let Format::Template(t) = &format {
+                let rows: Vec<serde_json::Value> = nets
+                    .iter()
+                    .map(|n| {
+                        serde_json::json!({
+                            "ID": n.id.chars().take(12).collect::<String>(),
+                            "Name": n.name,
+                            "Driver": "bridge",
+                            "Scope": "local",
+                            "Subnet": n.subnet.to_string(),
+                            "Bridge": n.bridge,
+                        })
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    t.render_all(
+                        &rows,
+                        &[
+                            ("ID", "NETWORK ID"),
+                            ("Name", "NAME"),
+                            ("Driver", "DRIVER"),
+                            ("Scope", "SCOPE"),
+                            ("Subnet", "SUBNET"),
+                            ("Bridge", "BRIDGE"),
+                        ]
+                    )?
+                );
             } else {
                 let rows: Vec<Vec<String>> = nets
                     .iter()
@@ -85,19 +115,19 @@ pub fn run(ctx: &Ctx, cmd: NetworkCommand) -> CliResult<u8> {
         NetworkCommand::Inspect(a) => {
             let mut out = Vec::new();
             for n in &a.names {
-                out.push(network::inspect_network(&ctx.dirs, n)?);
+                out.push(network::inspect_network(ctx.engine()?.dirs(), n)?);
             }
             println!("{}", serde_json::to_string_pretty(&out).context("json")?);
         }
         NetworkCommand::Rm(a) => {
             for n in &a.names {
-                network::remove_network(&ctx.dirs, n)?;
+                network::remove_network(ctx.engine()?.dirs(), n)?;
                 println!("{n}");
             }
         }
         NetworkCommand::Prune => {
-            let live = ctx.dirs.container_ids()?;
-            for id in network::gc(&ctx.dirs, &live)? {
+            let live = ctx.engine()?.dirs().container_ids()?;
+            for id in network::gc(ctx.engine()?.dirs(), &live)? {
                 println!("released {id}");
             }
         }

@@ -1,33 +1,8 @@
 //! The local terminal: raw mode, window size, stdin forwarding, signals to forward.
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::path::PathBuf;
-
-use nix::sys::termios::{self, SetArg, Termios};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Puts stdin in raw mode while alive.
-pub struct RawMode {
-    saved: Termios,
-}
-
-impl RawMode {
-    pub fn enable_if_tty() -> Option<RawMode> {
-        let stdin = std::io::stdin();
-        let saved = termios::tcgetattr(stdin.as_fd()).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSANOW, &self.saved);
-    }
-}
+pub use aac_runtime::backend::RawMode;
 
 /// Columns and rows of the terminal on stdout (or stdin).
 pub fn size() -> Option<(u32, u32)> {
@@ -45,27 +20,6 @@ pub fn size() -> Option<(u32, u32)> {
         }
     }
     None
-}
-
-/// Copy our stdin into the container's stdin FIFO on a thread; closing it at EOF.
-pub fn forward_stdin(fifo: PathBuf) {
-    std::thread::spawn(move || {
-        let Ok(mut out) = std::fs::OpenOptions::new().write(true).open(&fifo) else {
-            return;
-        };
-        let mut buf = [0u8; 8192];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if out.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
 }
 
 pub enum Event {

@@ -15,13 +15,14 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::logs::{format_time, LineTailer};
 use crate::state::StateDirs;
+
+use crate::io::io_err;
 
 /// The journal's file name under the data directory.
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -35,22 +36,12 @@ pub const MAX_ATTRIBUTE: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
     #[error("encoding event: {0}")]
     Encode(#[from] serde_json::Error),
     #[error("unknown event type {0:?} (one of: {list})", list = EventType::ALL.map(|t| t.as_str()).join(", "))]
     UnknownType(String),
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EventError {
-    let path = path.to_path_buf();
-    move |source| EventError::Io { op, path, source }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -65,10 +56,20 @@ pub enum EventType {
     Kill,
     Stop,
     Rm,
+    Pause,
+    Unpause,
+    Rename,
+    /// The egress policy refused a name or a destination (`spec.network.security`).
+    #[serde(rename = "egress-denied")]
+    EgressDenied,
+    /// A scaled agent's replica count changed (`aac up`, `aac scale`, the autoscaler).
+    Scale,
+    /// Limits or the restart policy changed live (`aac update`).
+    Update,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 15] = [
         EventType::Create,
         EventType::Start,
         EventType::Die,
@@ -78,6 +79,12 @@ impl EventType {
         EventType::Kill,
         EventType::Stop,
         EventType::Rm,
+        EventType::Pause,
+        EventType::Unpause,
+        EventType::Rename,
+        EventType::EgressDenied,
+        EventType::Scale,
+        EventType::Update,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +98,12 @@ impl EventType {
             EventType::Kill => "kill",
             EventType::Stop => "stop",
             EventType::Rm => "rm",
+            EventType::Pause => "pause",
+            EventType::Unpause => "unpause",
+            EventType::Rename => "rename",
+            EventType::EgressDenied => "egress-denied",
+            EventType::Scale => "scale",
+            EventType::Update => "update",
         }
     }
 }
@@ -185,7 +198,7 @@ impl EventFilter {
 }
 
 fn lock(dirs: &StateDirs, exclusive: bool) -> Result<nix::fcntl::Flock<File>, EventError> {
-    fs::create_dir_all(&dirs.data).map_err(io_err("creating", &dirs.data))?;
+    crate::state::create_private_dir(&dirs.data)?;
     let path = dirs.data.join(LOCK_FILE);
     let f = OpenOptions::new()
         .create(true)
@@ -198,7 +211,8 @@ fn lock(dirs: &StateDirs, exclusive: bool) -> Result<nix::fcntl::Flock<File>, Ev
     } else {
         nix::fcntl::FlockArg::LockShared
     };
-    nix::fcntl::Flock::lock(f, arg).map_err(|(_, errno)| io_err("locking", &path)(errno.into()))
+    nix::fcntl::Flock::lock(f, arg)
+        .map_err(|(_, errno)| io_err("locking", &path)(errno.into()).into())
 }
 
 /// Add `event` to the journal (rotating it when it passed [`MAX_SIZE`]).
@@ -210,7 +224,7 @@ pub fn append(dirs: &StateDirs, event: &Event) -> Result<(), EventError> {
     let size = match fs::metadata(&path) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(io_err("reading", &path)(e)),
+        Err(e) => return Err(io_err("reading", &path)(e).into()),
     };
     if size > 0 && size + line.len() as u64 > MAX_SIZE {
         let old = dirs.data.join(ROTATED_FILE);
@@ -222,7 +236,7 @@ pub fn append(dirs: &StateDirs, event: &Event) -> Result<(), EventError> {
         .open(&path)
         .map_err(io_err("opening", &path))?;
     // One write() of the whole line: O_APPEND makes it land at the end in one piece.
-    f.write_all(&line).map_err(io_err("writing", &path))
+    Ok(f.write_all(&line).map_err(io_err("writing", &path))?)
 }
 
 fn read_locked(dirs: &StateDirs, since: Option<SystemTime>, filter: &EventFilter) -> Vec<Event> {

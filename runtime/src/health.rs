@@ -15,22 +15,14 @@ use crate::agent::{HttpScheme, Probe};
 use crate::logs::format_time;
 use crate::status::{ProbeResult, MAX_PROBE_OUTPUT};
 
-/// Runs a command inside the container (containerd Exec, or entering the process's
-/// namespaces). Returns the exit code and combined output.
-pub trait CommandRunner {
-    fn run(
-        &self,
-        argv: &[String],
-        timeout: Duration,
-    ) -> impl std::future::Future<Output = Result<(i32, Vec<u8>), String>> + Send;
-}
+pub use crate::backend::CommandRunner;
 
 /// Run `probe` against the container whose main process is `pid`.
-pub async fn run_probe<R: CommandRunner>(
+pub async fn run_probe(
     probe: &Probe,
     pid: u32,
     timeout: Duration,
-    runner: &R,
+    runner: &dyn CommandRunner,
 ) -> ProbeResult {
     let start = SystemTime::now();
     let (healthy, exit_code, http_status, output) = match probe {
@@ -186,12 +178,18 @@ mod tests {
 
     struct NoExec;
     impl CommandRunner for NoExec {
-        async fn run(&self, argv: &[String], _t: Duration) -> Result<(i32, Vec<u8>), String> {
-            let out = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .output()
-                .map_err(|e| e.to_string())?;
-            Ok((out.status.code().unwrap_or(-1), out.stdout))
+        fn run<'a>(
+            &'a self,
+            argv: &'a [String],
+            _t: Duration,
+        ) -> crate::backend::BoxFuture<'a, Result<(i32, Vec<u8>), String>> {
+            Box::pin(async move {
+                let out = std::process::Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                Ok((out.status.code().unwrap_or(-1), out.stdout))
+            })
         }
     }
 

@@ -9,11 +9,13 @@
 //! the line is dropped and counted, and the count is reported in the container's status.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+use crate::io::io_err;
 
 /// Name of the current log file inside a container's folder.
 pub const LOG_FILE: &str = "json.log";
@@ -36,6 +38,14 @@ pub struct Entry {
     pub time: String,
 }
 
+/// [`Entry`] as written: borrowed, so a line costs no copy before it is encoded.
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    log: &'a str,
+    stream: Stream,
+    time: &'a str,
+}
+
 impl Entry {
     pub fn timestamp(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339_weak(self.time.trim_end_matches('Z')).ok()
@@ -44,18 +54,8 @@ impl Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogError {
-    let path = path.to_path_buf();
-    move |source| LogError::Io { op, path, source }
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
 }
 
 /// Writes entries for one container, rotating by size.
@@ -76,7 +76,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Open (append to) `dir/json.log`.
     pub fn open(dir: &Path, max_size: u64, max_file: u32) -> Result<LogWriter, LogError> {
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        crate::state::create_private_dir(dir)?;
         let path = dir.join(LOG_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -98,27 +98,40 @@ impl LogWriter {
     }
 
     /// Feed raw output of `stream`; complete lines are written, the rest is kept until its
-    /// newline arrives (or it reaches [`MAX_LINE`]).
+    /// newline arrives (or it reaches [`MAX_LINE`]). The lines of one call share one
+    /// timestamp (they arrived in one read) and one `write`.
     pub fn write(&mut self, stream: Stream, mut data: &[u8]) {
         let idx = stream as usize;
+        let mut time: Option<String> = None;
         while !data.is_empty() {
             let room = MAX_LINE - self.partial[idx].len();
             let take = data.len().min(room);
-            match data[..take].iter().position(|&b| b == b'\n') {
-                Some(nl) => {
-                    self.partial[idx].extend_from_slice(&data[..=nl]);
-                    data = &data[nl + 1..];
-                }
-                None => {
-                    self.partial[idx].extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if self.partial[idx].len() < MAX_LINE {
-                        continue;
-                    }
-                }
+            let nl = memchr::memchr(b'\n', &data[..take]);
+            let end = match nl {
+                Some(nl) => nl + 1,
+                None => take,
+            };
+            let complete = nl.is_some() || self.partial[idx].len() + take >= MAX_LINE;
+            if !complete {
+                self.partial[idx].extend_from_slice(&data[..end]);
+                break;
             }
-            let line = std::mem::take(&mut self.partial[idx]);
-            self.write_entry(stream, &line, SystemTime::now());
+            let t = time.get_or_insert_with(|| format_time(SystemTime::now()));
+            if self.partial[idx].is_empty() {
+                // The common case: a whole line in this read, encoded from where it lies.
+                let t = std::mem::take(t);
+                self.write_entry(stream, &data[..end], &t);
+                time = Some(t);
+            } else {
+                let mut line = std::mem::take(&mut self.partial[idx]);
+                line.extend_from_slice(&data[..end]);
+                let t = std::mem::take(t);
+                self.write_entry(stream, &line, &t);
+                time = Some(t);
+                line.clear();
+                self.partial[idx] = line;
+            }
+            data = &data[end..];
         }
         self.flush();
     }
@@ -126,20 +139,24 @@ impl LogWriter {
     /// Write out partial lines (at the end of a stream).
     pub fn flush_partial(&mut self) {
         for stream in [Stream::Stdout, Stream::Stderr] {
-            let line = std::mem::take(&mut self.partial[stream as usize]);
+            let mut line = std::mem::take(&mut self.partial[stream as usize]);
             if !line.is_empty() {
-                self.write_entry(stream, &line, SystemTime::now());
+                self.write_entry(stream, &line, &format_time(SystemTime::now()));
+                line.clear();
             }
+            self.partial[stream as usize] = line;
         }
         self.flush();
     }
 
     /// Encode one entry into the pending buffer, rotating first when it would not fit.
-    fn write_entry(&mut self, stream: Stream, line: &[u8], time: SystemTime) {
-        let entry = Entry {
-            log: String::from_utf8_lossy(line).into_owned(),
+    fn write_entry(&mut self, stream: Stream, line: &[u8], time: &str) {
+        // Valid UTF-8 (the usual case) is borrowed as it is; serde_json escapes it.
+        let log = String::from_utf8_lossy(line);
+        let entry = EntryRef {
+            log: &log,
             stream,
-            time: format_time(time),
+            time,
         };
         let start = self.pending.len();
         if serde_json::to_writer(&mut self.pending, &entry).is_err() {
@@ -539,6 +556,36 @@ mod tests {
     }
 
     #[test]
+    fn escapes_and_invalid_utf8_as_docker_writes_them() {
+        let d = tmpdir("escape");
+        let mut w = LogWriter::open(&d, 1 << 20, 3).unwrap();
+        w.write(
+            Stream::Stdout,
+            b"a \"q\" \\ \t\x01 \xc3\xa9\nbad \xff\xfe\nthird",
+        );
+        w.write(Stream::Stdout, b" part\n");
+        let raw = fs::read_to_string(d.join(LOG_FILE)).unwrap();
+        let lines: Vec<&str> = raw.lines().collect();
+        // Quotes, backslashes and control characters escaped; valid UTF-8 kept as it is.
+        assert!(
+            lines[0].starts_with(r#"{"log":"a \"q\" \\ \t\u0001 é\n","stream":"stdout","time":""#),
+            "{raw}"
+        );
+        let all = read(&d, &LogFilter::default());
+        let got: Vec<&str> = all.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(
+            got,
+            [
+                "a \"q\" \\ \t\u{1} \u{e9}\n",
+                "bad \u{fffd}\u{fffd}\n",
+                "third part\n"
+            ]
+        );
+        // The lines of one read share a timestamp.
+        assert_eq!(all[0].time, all[1].time);
+    }
+
+    #[test]
     fn lines_become_json_entries() {
         let d = tmpdir("lines");
         let mut w = LogWriter::open(&d, 1 << 20, 3).unwrap();
@@ -696,8 +743,8 @@ mod tests {
         let d = tmpdir("since");
         let mut w = LogWriter::open(&d, 1 << 20, 3).unwrap();
         let t0 = SystemTime::now() - Duration::from_secs(3600);
-        w.write_entry(Stream::Stdout, b"old\n", t0);
-        w.write_entry(Stream::Stdout, b"new\n", SystemTime::now());
+        w.write_entry(Stream::Stdout, b"old\n", &format_time(t0));
+        w.write_entry(Stream::Stdout, b"new\n", &format_time(SystemTime::now()));
         w.flush();
         let now = SystemTime::now();
         let since = parse_time_arg("10m", now).unwrap();

@@ -19,6 +19,17 @@ pub enum Backend {
     Process,
 }
 
+impl Backend {
+    /// docker's `GraphDriver`/`Driver` of a container's root file system: containerd's
+    /// overlayfs snapshotter, or none (the process backend uses the host's files).
+    pub fn storage_driver(self) -> &'static str {
+        match self {
+            Backend::Containerd => "overlayfs",
+            Backend::Process => "",
+        }
+    }
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -50,7 +61,9 @@ pub struct ContainerRecord {
     pub created: String,
     pub agent: Agent,
     /// The OCI runtime spec as run.
-    pub spec: serde_json::Value,
+    pub spec: oci_spec::runtime::Spec,
+    /// Its cgroup, as decided when it was created.
+    pub cgroup: crate::cgroups::CgroupPlan,
     /// Published ports, host ports resolved.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -59,6 +72,10 @@ pub struct ContainerRecord {
     /// `--rm`: remove everything when it exits for good.
     #[serde(default)]
     pub auto_remove: bool,
+    /// Made by `run`, to be started at once: still "created" without a live creator, it was
+    /// abandoned (its client died) and `prune` removes it.
+    #[serde(default)]
+    pub auto_start: bool,
     /// `-i`: a stdin FIFO is kept open for `aac attach`/foreground runs.
     #[serde(default)]
     pub stdin: bool,
@@ -89,20 +106,6 @@ impl ContainerRecord {
         } else {
             Durability::Synced
         }
-    }
-
-    /// The OCI spec as oci-spec's type.
-    pub fn oci_spec(&self) -> Result<oci_spec::runtime::Spec, serde_json::Error> {
-        serde_json::from_value(self.spec.clone())
-    }
-
-    /// The cgroup path from the spec (`/aac/<id>`).
-    pub fn cgroup_path(&self) -> String {
-        self.spec
-            .pointer("/linux/cgroupsPath")
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("/aac/{}", self.id))
     }
 }
 

@@ -230,31 +230,6 @@ impl Rootlesskit {
     }
 }
 
-/// Take the cgroup out of a spec for runc inside RootlessKit where no cgroup can be made for
-/// it (cgroup v1, or v2 without the user's systemd): runc would fail creating it. Returns the
-/// limits the spec asked for, which now are not enforced.
-pub fn drop_cgroups(spec: &mut oci_spec::runtime::Spec) -> Vec<&'static str> {
-    let Some(linux) = spec.linux_mut() else {
-        return Vec::new();
-    };
-    let mut dropped = Vec::new();
-    if let Some(r) = linux.resources() {
-        if r.memory().as_ref().and_then(|m| m.limit()).is_some() {
-            dropped.push("memory limit");
-        }
-        let cpu = r.cpu().as_ref();
-        if cpu.and_then(|c| c.quota()).is_some() || cpu.and_then(|c| c.shares()).is_some() {
-            dropped.push("cpu limit");
-        }
-        if r.pids().as_ref().is_some_and(|p| p.limit() > 0) {
-            dropped.push("pids limit");
-        }
-    }
-    linux.set_resources(None);
-    linux.set_cgroups_path(None);
-    dropped
-}
-
 /// The payload of a chunked HTTP body.
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();

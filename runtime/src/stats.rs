@@ -12,495 +12,22 @@
 //! Each figure is read from the v1 controller when that controller is mounted as v1, else from
 //! the unified tree, so the three layouts share one code path.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StatsError {
-    #[error("no cgroup {0} on this host (is the container running?)")]
-    NoCgroup(String),
-    #[error("cgroup path {0:?} must be absolute and must not contain '..'")]
-    BadPath(String),
-    #[error("no cgroup filesystem is mounted (read /proc/self/mountinfo)")]
-    NoCgroupFs,
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}: unexpected content {content:?}")]
-    Parse { path: PathBuf, content: String },
-}
+use crate::cgroups::counters::read_opt;
+pub use crate::cgroups::{cgroup_pids, CgroupLayout, CgroupMode, Sample};
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StatsError {
-    let path = path.to_path_buf();
-    move |source| StatsError::Io { op, path, source }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Layout detection
-
-/// How cgroups are mounted on this host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupMode {
-    /// Only v1 hierarchies.
-    Legacy,
-    /// v1 controllers plus a cgroup2 mount (systemd's "hybrid" setup).
-    Hybrid,
-    /// Only cgroup2.
-    Unified,
-}
-
-/// One v1 hierarchy: its controllers, where it is mounted and which cgroup the mount shows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct V1Mount {
-    controllers: Vec<String>,
-    mount_point: PathBuf,
-    root: String,
-}
-
-/// Where the cgroup filesystems are mounted, as `/proc/self/mountinfo` tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupLayout {
-    v1: Vec<V1Mount>,
-    /// The cgroup2 mount point and the cgroup it shows.
-    unified: Option<(PathBuf, String)>,
-}
-
-/// Undo mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl CgroupLayout {
-    /// Read `/proc/self/mountinfo`.
-    pub fn detect() -> Result<CgroupLayout, StatsError> {
-        let path = Path::new("/proc/self/mountinfo");
-        let text = fs::read_to_string(path).map_err(io_err("reading", path))?;
-        let layout = CgroupLayout::from_mountinfo(&text);
-        if layout.v1.is_empty() && layout.unified.is_none() {
-            return Err(StatsError::NoCgroupFs);
-        }
-        Ok(layout)
-    }
-
-    /// Parse the text of a `mountinfo` file. Lines that are not cgroup mounts are ignored.
-    pub fn from_mountinfo(text: &str) -> CgroupLayout {
-        let mut layout = CgroupLayout {
-            v1: Vec::new(),
-            unified: None,
-        };
-        for line in text.lines() {
-            // id parent maj:min root mount-point options [optional...] - fstype source super-options
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let left: Vec<&str> = left.split(' ').collect();
-            let right: Vec<&str> = right.split(' ').collect();
-            if left.len() < 5 || right.len() < 3 {
-                continue;
-            }
-            let root = unescape_mountinfo(left[3]);
-            let mount_point = PathBuf::from(unescape_mountinfo(left[4]));
-            match right[0] {
-                "cgroup2" if layout.unified.is_none() => {
-                    layout.unified = Some((mount_point, root));
-                }
-                "cgroup" => {
-                    let controllers: Vec<String> = right[2]
-                        .split(',')
-                        .filter(|o| {
-                            !matches!(
-                                *o,
-                                "rw" | "ro"
-                                    | "noprefix"
-                                    | "xattr"
-                                    | "cpuset_v2_mode"
-                                    | "clone_children"
-                            ) && !o.starts_with("release_agent=")
-                        })
-                        .map(str::to_string)
-                        .collect();
-                    // The same hierarchy can be mounted twice; the first mount wins.
-                    if !layout.v1.iter().any(|m| m.controllers == controllers) {
-                        layout.v1.push(V1Mount {
-                            controllers,
-                            mount_point,
-                            root,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        layout
-    }
-
-    pub fn mode(&self) -> CgroupMode {
-        match (self.v1.is_empty(), self.unified.is_some()) {
-            (true, _) => CgroupMode::Unified,
-            (false, true) => CgroupMode::Hybrid,
-            (false, false) => CgroupMode::Legacy,
-        }
-    }
-
-    /// The v1 mount of `controller` (`memory`, `cpuacct`, `pids`, `blkio`, `name=systemd`).
-    pub fn v1_mount(&self, controller: &str) -> Option<&Path> {
-        self.v1_hierarchy(controller)
-            .map(|m| m.mount_point.as_path())
-    }
-
-    fn v1_hierarchy(&self, controller: &str) -> Option<&V1Mount> {
-        self.v1
-            .iter()
-            .find(|m| m.controllers.iter().any(|c| c == controller))
-    }
-
-    /// The controllers of the v1 hierarchies (named ones such as `name=systemd` left out).
-    pub fn v1_controllers(&self) -> Vec<String> {
-        self.v1
-            .iter()
-            .flat_map(|m| m.controllers.iter())
-            .filter(|c| !c.starts_with("name="))
-            .cloned()
-            .collect()
-    }
-
-    /// The cgroup2 mount point, if any.
-    pub fn unified_mount(&self) -> Option<&Path> {
-        self.unified.as_ref().map(|(p, _)| p.as_path())
-    }
-
-    /// Directory of `cgroup_path` (`/aac/<id>`) under the v1 `controller`.
-    pub fn v1_dir(
-        &self,
-        controller: &str,
-        cgroup_path: &str,
-    ) -> Result<Option<PathBuf>, StatsError> {
-        let rel = relative(cgroup_path)?;
-        Ok(self
-            .v1_hierarchy(controller)
-            .map(|m| join_under(&m.mount_point, &m.root, &rel)))
-    }
-
-    /// Directory of `cgroup_path` in the unified tree.
-    pub fn unified_dir(&self, cgroup_path: &str) -> Result<Option<PathBuf>, StatsError> {
-        let rel = relative(cgroup_path)?;
-        Ok(self
-            .unified
-            .as_ref()
-            .map(|(mp, root)| join_under(mp, root, &rel)))
-    }
-
-    /// Where to read `controller`'s files for `cgroup_path`: its v1 directory when the
-    /// controller is mounted as v1, else the unified directory. The flag tells which.
-    pub fn controller_dir(
-        &self,
-        controller: &str,
-        cgroup_path: &str,
-    ) -> Result<Option<(PathBuf, bool)>, StatsError> {
-        if let Some(d) = self.v1_dir(controller, cgroup_path)? {
-            return Ok(Some((d, false)));
-        }
-        Ok(self.unified_dir(cgroup_path)?.map(|d| (d, true)))
-    }
-}
-
-/// `cgroup_path` without its leading `/`, refusing `..` so that input cannot leave the tree.
-/// runc's systemd form (`system.slice:aac:<id>`) is first mapped to the scope's directory.
-fn relative(cgroup_path: &str) -> Result<String, StatsError> {
-    let mapped = crate::host::cgroup_fs_path(cgroup_path)
-        .ok_or_else(|| StatsError::BadPath(cgroup_path.to_string()))?;
-    let cgroup_path = mapped.as_str();
-    if !cgroup_path.starts_with('/') || cgroup_path.split('/').any(|c| c == "..") {
-        return Err(StatsError::BadPath(cgroup_path.to_string()));
-    }
-    Ok(cgroup_path.trim_matches('/').to_string())
-}
-
-/// The directory of cgroup `rel` under a mount that shows cgroup `root` (not `/` inside
-/// some containers, where the mount shows only a subtree).
-fn join_under(mount_point: &Path, root: &str, rel: &str) -> PathBuf {
-    let root = root.trim_matches('/');
-    let inner = if root.is_empty() {
-        rel
-    } else {
-        match rel.strip_prefix(root) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.trim_start_matches('/'),
-            _ => rel,
-        }
-    };
-    if inner.is_empty() {
-        mount_point.to_path_buf()
-    } else {
-        mount_point.join(inner)
-    }
-}
+/// Reading counters fails as reading the cgroup does.
+pub use crate::cgroups::CgroupError as StatsError;
 
 // ---------------------------------------------------------------------------------------------
 // Sampling
 
-/// One reading of a container's counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Sample {
-    /// When it was taken (RFC 3339 in JSON).
-    #[serde(with = "rfc3339")]
-    pub timestamp: SystemTime,
-    /// CPU time used by every process of the container, ever (ns).
-    pub cpu_usage_ns: u64,
-    /// Memory in use minus inactive page cache (what docker shows).
-    pub mem_usage: u64,
-    /// Memory limit; `None` when unlimited.
-    pub mem_limit: Option<u64>,
-    /// Processes and threads.
-    pub pids: u64,
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub blk_read_bytes: u64,
-    pub blk_write_bytes: u64,
-}
-
-mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::SystemTime;
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::logs::format_time(*t))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).map_err(serde::de::Error::custom)
-    }
-}
-
-/// v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything this large
-/// is not a real limit.
-const V1_UNLIMITED: u64 = 1 << 62;
-
-/// Read a file when it exists: `Ok(None)` for a missing file.
-fn read_opt(path: &Path) -> Result<Option<String>, StatsError> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("reading", path)(e)),
-    }
-}
-
-fn parse_u64(path: &Path, text: &str) -> Result<u64, StatsError> {
-    text.trim().parse().map_err(|_| StatsError::Parse {
-        path: path.to_path_buf(),
-        content: text.chars().take(80).collect(),
-    })
-}
-
-/// A single-number file; 0 when missing.
-fn read_u64(path: &Path) -> Result<u64, StatsError> {
-    match read_opt(path)? {
-        Some(t) => parse_u64(path, &t),
-        None => Ok(0),
-    }
-}
-
-/// `key value` lines (memory.stat, cpu.stat) as a map.
-fn read_flat_keyed(path: &Path) -> Result<BTreeMap<String, u64>, StatsError> {
-    let Some(text) = read_opt(path)? else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), v.trim().parse().ok()?))
-        })
-        .collect())
-}
-
-/// Take a reading of the container in cgroup `cgroup_path` (`/aac/<id>`); `pid` is one of its
-/// processes, used for network counters (its network namespace's `/proc/<pid>/net/dev`).
-pub fn sample(cgroup_path: &str, pid: Option<u32>) -> Result<Sample, StatsError> {
-    sample_in(&CgroupLayout::detect()?, cgroup_path, pid)
-}
-
-/// [`sample`] with a layout detected beforehand (to sample many containers).
-pub fn sample_in(
-    layout: &CgroupLayout,
-    cgroup_path: &str,
-    pid: Option<u32>,
-) -> Result<Sample, StatsError> {
-    let timestamp = SystemTime::now();
-    let mut found = false;
-    let mut dir_of = |controller: &str| -> Result<Option<(PathBuf, bool)>, StatsError> {
-        Ok(layout
-            .controller_dir(controller, cgroup_path)?
-            .filter(|(d, _)| d.is_dir())
-            .inspect(|_| found = true))
-    };
-
-    let cpu_usage_ns = match dir_of("cpuacct")? {
-        Some((d, false)) => read_u64(&d.join("cpuacct.usage"))?,
-        Some((d, true)) => read_flat_keyed(&d.join("cpu.stat"))?
-            .get("usage_usec")
-            .map_or(0, |us| us.saturating_mul(1000)),
-        None => 0,
-    };
-
-    let (mem_usage, mem_limit) = match dir_of("memory")? {
-        Some((d, false)) => {
-            let usage = read_u64(&d.join("memory.usage_in_bytes"))?;
-            let stat = read_flat_keyed(&d.join("memory.stat"))?;
-            let inactive = stat.get("total_inactive_file").copied().unwrap_or(0);
-            let limit = read_u64(&d.join("memory.limit_in_bytes"))?;
-            (
-                usage.saturating_sub(inactive),
-                (limit > 0 && limit < V1_UNLIMITED).then_some(limit),
-            )
-        }
-        Some((d, true)) => {
-            let current = read_u64(&d.join("memory.current"))?;
-            let stat = read_flat_keyed(&d.join("memory.stat"))?;
-            let inactive = stat.get("inactive_file").copied().unwrap_or(0);
-            let max_path = d.join("memory.max");
-            let limit = match read_opt(&max_path)? {
-                Some(t) if t.trim() != "max" => Some(parse_u64(&max_path, &t)?),
-                _ => None,
-            };
-            (current.saturating_sub(inactive), limit)
-        }
-        None => (0, None),
-    };
-
-    let pids = match dir_of("pids")? {
-        Some((d, _)) => read_u64(&d.join("pids.current"))?,
-        None => 0,
-    };
-
-    let (blk_read_bytes, blk_write_bytes) = match dir_of("blkio")? {
-        Some((d, false)) => {
-            let recursive = d.join("blkio.throttle.io_service_bytes_recursive");
-            let text = match read_opt(&recursive)? {
-                Some(t) => Some(t),
-                None => read_opt(&d.join("blkio.throttle.io_service_bytes"))?,
-            };
-            parse_blkio_v1(text.as_deref().unwrap_or(""))
-        }
-        Some((d, true)) => parse_io_stat(read_opt(&d.join("io.stat"))?.as_deref().unwrap_or("")),
-        None => (0, 0),
-    };
-
-    if !found {
-        return Err(StatsError::NoCgroup(cgroup_path.to_string()));
-    }
-
-    let (net_rx_bytes, net_tx_bytes) = match pid {
-        Some(pid) => net_dev(pid)?,
-        None => (0, 0),
-    };
-
-    Ok(Sample {
-        timestamp,
-        cpu_usage_ns,
-        mem_usage,
-        mem_limit,
-        pids,
-        net_rx_bytes,
-        net_tx_bytes,
-        blk_read_bytes,
-        blk_write_bytes,
-    })
-}
-
-/// v1 `blkio.throttle.io_service_bytes`: `8:0 Read 4096` lines; sums Read and Write over devices.
-fn parse_blkio_v1(text: &str) -> (u64, u64) {
-    let (mut r, mut w) = (0u64, 0u64);
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let [_dev, op, v] = f.as_slice() {
-            let v: u64 = v.parse().unwrap_or(0);
-            match *op {
-                "Read" => r = r.saturating_add(v),
-                "Write" => w = w.saturating_add(v),
-                _ => {}
-            }
-        }
-    }
-    (r, w)
-}
-
-/// v2 `io.stat`: `8:0 rbytes=1 wbytes=2 rios=3 ...` lines; sums over devices.
-fn parse_io_stat(text: &str) -> (u64, u64) {
-    let (mut r, mut w) = (0u64, 0u64);
-    for kv in text.split_whitespace() {
-        if let Some((k, v)) = kv.split_once('=') {
-            let v: u64 = v.parse().unwrap_or(0);
-            match k {
-                "rbytes" => r = r.saturating_add(v),
-                "wbytes" => w = w.saturating_add(v),
-                _ => {}
-            }
-        }
-    }
-    (r, w)
-}
-
-/// Received and transmitted bytes of every interface but `lo` in `pid`'s network namespace.
-pub fn net_dev(pid: u32) -> Result<(u64, u64), StatsError> {
-    let path = PathBuf::from(format!("/proc/{pid}/net/dev"));
-    let text = fs::read_to_string(&path).map_err(io_err("reading", &path))?;
-    Ok(parse_net_dev(&text))
-}
-
-fn parse_net_dev(text: &str) -> (u64, u64) {
-    let (mut rx, mut tx) = (0u64, 0u64);
-    // Two header lines, then `  eth0: rx_bytes rx_packets ... (8 rx fields) tx_bytes ...`.
-    for line in text.lines().skip(2) {
-        let Some((iface, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if iface.trim() == "lo" {
-            continue;
-        }
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        if f.len() >= 9 {
-            rx = rx.saturating_add(f[0]);
-            tx = tx.saturating_add(f[8]);
-        }
-    }
-    (rx, tx)
-}
+pub use crate::cgroups::counters::net_dev;
 
 /// CPU use between two samples in percent of one CPU (`200.0` = two CPUs busy), the figure
 /// `docker stats` shows.
@@ -862,29 +389,6 @@ pub fn top(cgroup_path: &str) -> Result<Vec<ProcessRow>, StatsError> {
     top_in(&CgroupLayout::detect()?, cgroup_path)
 }
 
-/// PIDs in `cgroup_path`: from the v1 `pids` (else `memory`, else any v1) hierarchy, or from the
-/// unified tree.
-pub fn cgroup_pids(layout: &CgroupLayout, cgroup_path: &str) -> Result<Vec<u32>, StatsError> {
-    let mut candidates = Vec::new();
-    for c in ["pids", "memory", "cpuacct", "name=systemd"] {
-        if let Some(d) = layout.v1_dir(c, cgroup_path)? {
-            candidates.push(d);
-        }
-    }
-    if let Some(d) = layout.unified_dir(cgroup_path)? {
-        candidates.push(d);
-    }
-    for dir in candidates {
-        let procs = dir.join("cgroup.procs");
-        if let Some(text) = read_opt(&procs)? {
-            let mut pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-            pids.sort_unstable();
-            return Ok(pids);
-        }
-    }
-    Err(StatsError::NoCgroup(cgroup_path.to_string()))
-}
-
 /// [`top`] with a layout detected beforehand.
 pub fn top_in(layout: &CgroupLayout, cgroup_path: &str) -> Result<Vec<ProcessRow>, StatsError> {
     let ticks = match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
@@ -978,6 +482,9 @@ pub fn format_cpu_time(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::counters::{parse_blkio_v1, parse_io_stat, parse_net_dev, sample_in};
+    use std::path::Path;
+    use std::time::SystemTime;
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -1042,18 +549,21 @@ mod tests {
     fn systemd_cgroups_paths_resolve_to_their_scope() {
         let v2 = "25 1 0:22 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
         let l = CgroupLayout::from_mountinfo(v2);
-        let scope = crate::host::cgroup_fs_path("system.slice:aac:x").unwrap();
+        // The plan maps the systemd form once; the layout takes the directory.
+        let scope = crate::cgroups::driver::cgroup_fs_path("system.slice:aac:x").unwrap();
         assert_eq!(
-            l.controller_dir("memory", "system.slice:aac:x")
-                .unwrap()
-                .unwrap(),
+            l.controller_dir("memory", &scope).unwrap().unwrap(),
             (PathBuf::from(format!("/sys/fs/cgroup{scope}")), true)
         );
         if nix::unistd::geteuid().is_root() {
             assert_eq!(scope, "/system.slice/aac-x.scope");
         }
+        assert_eq!(
+            crate::cgroups::driver::cgroup_fs_path("system.slice:aac:../x"),
+            None
+        );
         assert!(matches!(
-            l.controller_dir("memory", "system.slice:aac:../x"),
+            l.controller_dir("memory", "/system.slice/../x"),
             Err(StatsError::BadPath(_))
         ));
         let l = CgroupLayout::from_mountinfo(HYBRID);

@@ -88,7 +88,11 @@ fn attach(
             network: mode,
             ports,
             dns: &[],
+            dns_search: &[],
+            dns_options: &[],
+            ip: None,
             hostname: "",
+            dns_proxy: None,
         },
     )
 }
@@ -220,18 +224,14 @@ fn containers_on_a_user_network_reach_each_other() {
         .unwrap();
     assert_eq!(got, "from beta");
 
-    // Each hosts file names the other; alpha's was rewritten in place when beta joined.
-    assert!(
-        hosts_of(&env, &a).contains(&format!("{ip_b}\tbeta\n")),
-        "{}",
-        hosts_of(&env, &a)
-    );
-    assert!(hosts_of(&env, &a).contains(&format!("{ip_a}\talpha\n")));
-    assert!(
-        hosts_of(&env, &b).contains(&format!("{ip_a}\talpha\n")),
-        "{}",
-        hosts_of(&env, &b)
-    );
+    // Each hosts file names the other, by its name and NAME.NETWORK; alpha's was rewritten
+    // in place when beta joined.
+    let names = |ip: IpAddr, name: &str| format!("{ip}\t{name} {name}.{net}\n");
+    for id in [&a, &b] {
+        let hosts = hosts_of(&env, id);
+        assert!(hosts.contains(&names(ip_a, "alpha")), "{hosts}");
+        assert!(hosts.contains(&names(ip_b, "beta")), "{hosts}");
+    }
     assert_eq!(ino(&hosts_a), ino_before);
 
     // Inspect shows both; removal is refused while they are attached.

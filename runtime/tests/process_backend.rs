@@ -35,17 +35,17 @@ fn agent(name: &str, script: &str) -> Agent {
 
 fn spec_for(a: &Agent, id: &str) -> Spec {
     let host = HostLimits::current();
-    let secrets = |_: &str, _: &str| Err("no secrets".to_string());
+    let cgroup = aac_runtime::cgroups::CgroupPlan::for_process(id);
     let ctx = SpecContext {
         container_id: id,
         name: &a.metadata.name,
         image: None,
         host: &host,
+        cgroup: &cgroup,
         volumes_dir: Path::new("/var/lib/aac/volumes"),
         netns_path: None,
         extra_mounts: Vec::new(),
         terminal: false,
-        secrets: &secrets,
     };
     builder::build(a, &ctx).unwrap()
 }
@@ -56,16 +56,18 @@ fn run(a: &Agent, id: &str) -> (ExitStatus, String) {
 }
 
 fn run_spec(spec: &Spec, id: &str) -> (ExitStatus, String) {
-    run_spec_with(spec, id, false)
+    run_spec_with(spec, id, false, true)
 }
 
 /// `rootless`: in a user namespace, as a rootless run is (the mounts inherited from the host
 /// are then locked to their parents).
-fn run_spec_with(spec: &Spec, id: &str, rootless: bool) -> (ExitStatus, String) {
+/// `own_ids`: run by root, the agent's root is a range of aac's subordinate ids.
+fn run_spec_with(spec: &Spec, id: &str, rootless: bool, own_ids: bool) -> (ExitStatus, String) {
     let dir = scratch(id);
     let out = dir.join("out");
     let mut opts = SpawnOptions::new(id);
     opts.rootless = rootless;
+    opts.own_ids = own_ids;
     opts.stdio.stdout = StdioSpec::Path(out.clone());
     opts.stdio.stderr = StdioSpec::Path(out.clone());
     let mut child = process::spawn(spec, &opts).unwrap_or_else(|e| panic!("spawn {id}: {e}"));
@@ -135,7 +137,9 @@ done"#,
     a.spec.resources.limits.memory = Some(Bytes(64 * 1024 * 1024));
     a.spec.resources.limits.cpu = Some(MilliCpu(500));
     a.spec.resources.limits.pids = Some(32);
-    let (status, out) = run(&a, id);
+    // With the host's ids: in its own range the agent cannot enter aac's cgroup folders
+    // (0700, root's) of a cgroup v1 hierarchy.
+    let (status, out) = run_spec_with(&spec_for(&a, id), id, false, false);
     assert!(status.success(), "{status:?}: {out}");
     assert!(out.contains("mem=67108864"), "{out}");
     assert!(out.contains("pids=32"), "{out}");
@@ -204,18 +208,21 @@ fn bind_volume_is_visible_and_writable() {
 }
 
 #[test]
-fn mount_points_are_never_created_on_the_host_root() {
+fn mount_points_absent_on_the_host_are_made_in_the_agents_view_only() {
     need_root!();
     let id = "aac-t-nomkdir";
     let dir = scratch("nomkdir-src");
-    let mut a = agent("nomkdir", "true");
-    a.spec.volumes.push(bind(&dir, "/aac-no-such-dir", false));
-    let err = process::spawn(&spec_for(&a, id), &SpawnOptions::new(id)).unwrap_err();
-    assert!(
-        matches!(&err, ProcessError::Setup { stage: process::Stage::Mounts, errno, .. } if *errno == nix::errno::Errno::ENOENT),
-        "{err}"
+    let mut a = agent(
+        "nomkdir",
+        "echo made > /aac-no-such-dir/deep/f && ls / | grep -c aac-no-such-dir",
     );
-    assert!(err.to_string().contains("/aac-no-such-dir"), "{err}");
+    a.spec
+        .volumes
+        .push(bind(&dir, "/aac-no-such-dir/deep", false));
+    let (status, out) = run(&a, id);
+    assert!(status.success(), "{out}");
+    assert_eq!(out, "1\n");
+    assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), "made\n");
     assert!(!Path::new("/aac-no-such-dir").exists());
     assert!(cgroup_gone(id));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -482,7 +489,7 @@ fn own_cgroup2_mount(rootless: bool) {
     }
     spec.set_mounts(Some(mounts));
 
-    let (status, out) = run_spec_with(&spec, id, rootless);
+    let (status, out) = run_spec_with(&spec, id, rootless, true);
     assert!(status.success(), "{status:?}: {out}");
     let at_point: Vec<&str> = out
         .lines()

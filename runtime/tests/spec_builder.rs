@@ -5,20 +5,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aac_runtime::agent::*;
+use aac_runtime::cgroups::{CgroupDriver, CgroupPlan};
 use aac_runtime::image_config::ImageConfig;
 use aac_runtime::spec::builder::{self, HostLimits, SpecContext};
 use serde_json::Value;
 
-fn shared_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("AAC_SHARED_DIR") {
-        return PathBuf::from(d);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+/// Reference files carried with the tests (tests/data).
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
 }
 
 /// Validate `spec` against config-schema.json of the OCI runtime spec.
 pub fn assert_schema_valid(spec: &Value) {
-    let dir = shared_dir().join("reference/oci-runtime-spec-schema");
+    let dir = data_dir().join("oci-runtime-spec-schema");
     let path = dir.join("config-schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let base = format!("file://{}", std::fs::canonicalize(&path).unwrap().display());
@@ -41,23 +40,22 @@ fn host() -> HostLimits {
     HostLimits {
         nofile_hard: 20_000,
         cgroup_v2: false,
-        cgroup_driver: aac_runtime::host::CgroupDriver::Cgroupfs,
     }
 }
 
 fn build_json(agent: &Agent, image: Option<&ImageConfig>) -> Value {
     let host = host();
-    let secrets = |n: &str, k: &str| Ok(format!("secret-{n}-{k}"));
+    let cgroup = CgroupPlan::under(CgroupDriver::Cgroupfs, "c0ffee");
     let ctx = SpecContext {
         container_id: "c0ffee",
         name: "my-agent",
         image,
         host: &host,
+        cgroup: &cgroup,
         volumes_dir: Path::new("/var/lib/aac/volumes"),
         netns_path: None,
         extra_mounts: Vec::new(),
         terminal: false,
-        secrets: &secrets,
     };
     let spec = builder::build(agent, &ctx).expect("spec builds");
     let v: Value = serde_json::from_str(&builder::to_json(&spec).unwrap()).unwrap();
@@ -282,13 +280,17 @@ fn image_config_and_agent_merge_like_docker() {
         "B=agent",
         "MODEL_NAME=gpt-4",
         "temperature=0.5",
-        "DB_PASSWORD=secret-db-password",
     ] {
         assert!(
             env.contains(&want.to_string()),
             "{want} missing from {env:?}"
         );
     }
+    // Secrets are delivered at start, never written into a spec.
+    assert!(
+        !env.iter().any(|e| e.starts_with("DB_PASSWORD=")),
+        "{env:?}"
+    );
 
     // args replace cmd only; command replaces entrypoint and drops the image cmd
     a.spec.args = vec!["worker".into()];
@@ -357,17 +359,17 @@ fn health_and_other_fields_do_not_break_the_spec() {
 fn no_command_is_an_error_not_a_panic() {
     let a = Agent::for_image("x", "x:1");
     let host = host();
-    let secrets = |_: &str, _: &str| Err("no secrets".to_string());
+    let cgroup = CgroupPlan::under(CgroupDriver::Cgroupfs, "c");
     let ctx = SpecContext {
         container_id: "c",
         name: "x",
         image: None,
         host: &host,
+        cgroup: &cgroup,
         volumes_dir: Path::new("/v"),
         netns_path: None,
         extra_mounts: Vec::new(),
         terminal: false,
-        secrets: &secrets,
     };
     assert!(matches!(
         builder::build(&a, &ctx),
@@ -433,29 +435,74 @@ fn golden_specs_of_the_examples() {
 fn systemd_driver_gives_a_slice_prefix_name_cgroups_path() {
     let host = HostLimits {
         cgroup_v2: true,
-        cgroup_driver: aac_runtime::host::CgroupDriver::Systemd {
-            slice: "system.slice".into(),
-        },
         ..host()
     };
-    let secrets = |n: &str, k: &str| Ok(format!("secret-{n}-{k}"));
+    let cgroup = CgroupPlan::under(
+        CgroupDriver::Systemd {
+            slice: "system.slice".into(),
+        },
+        "c0ffee",
+    );
     let ctx = SpecContext {
         container_id: "c0ffee",
         name: "my-agent",
         image: None,
         host: &host,
+        cgroup: &cgroup,
         volumes_dir: Path::new("/var/lib/aac/volumes"),
         netns_path: None,
         extra_mounts: Vec::new(),
         terminal: false,
-        secrets: &secrets,
     };
     let spec = builder::build(&base_agent(), &ctx).expect("spec builds");
     let v: Value = serde_json::from_str(&builder::to_json(&spec).unwrap()).unwrap();
     assert_schema_valid(&v);
     assert_eq!(v["linux"]["cgroupsPath"], "system.slice:aac:c0ffee");
-    assert_eq!(
-        aac_runtime::host::cgroup_fs_path_for("system.slice:aac:c0ffee", 0).as_deref(),
-        Some("/system.slice/aac-c0ffee.scope")
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(
+            cgroup.fs_path.as_deref(),
+            Some("/system.slice/aac-c0ffee.scope")
+        );
+    }
+    assert!(cgroup.systemd());
+}
+
+#[test]
+fn without_a_cgroup_there_are_no_resources_and_the_limits_are_named() {
+    let mut a = base_agent();
+    a.spec.resources.limits.memory = Some(aac_runtime::agent::Bytes(64 << 20));
+    a.spec.resources.limits.pids = Some(32);
+    let host = host();
+    let cgroup = CgroupPlan::none("no delegation here");
+    let ctx = SpecContext {
+        container_id: "c0ffee",
+        name: "my-agent",
+        image: None,
+        host: &host,
+        cgroup: &cgroup,
+        volumes_dir: Path::new("/var/lib/aac/volumes"),
+        netns_path: None,
+        extra_mounts: Vec::new(),
+        terminal: false,
+    };
+    let spec = builder::build(&a, &ctx).expect("spec builds");
+    let v: Value = serde_json::from_str(&builder::to_json(&spec).unwrap()).unwrap();
+    assert_schema_valid(&v);
+    assert!(v["linux"].get("cgroupsPath").is_none(), "{}", v["linux"]);
+    assert!(v["linux"].get("resources").is_none(), "{}", v["linux"]);
+    let named: Vec<String> = cgroup
+        .not_enforced(spec.linux().as_ref().and_then(|l| l.resources().as_ref()))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The spec has no resources left, so the plan is asked about the agent's own.
+    assert!(named.is_empty());
+    let plan_named = cgroup.not_enforced(Some(&builder::resources_of(&a).expect("resources")));
+    let text: Vec<String> = plan_named.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("memory limit not enforced: no delegation here")),
+        "{text:?}"
     );
+    assert!(text.iter().any(|t| t.contains("pids limit")), "{text:?}");
 }

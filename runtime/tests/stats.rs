@@ -119,9 +119,9 @@ fn cpu_burner_is_held_to_half_a_cpu_and_top_lists_it() {
     let pid = cg.spawn("while :; do :; done");
     std::thread::sleep(Duration::from_millis(300));
     let layout = CgroupLayout::detect().unwrap();
-    let a = stats::sample_in(&layout, &cg.path, Some(pid)).unwrap();
+    let a = aac_runtime::cgroups::sample_in(&layout, &cg.path, Some(pid)).unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    let b = stats::sample_in(&layout, &cg.path, Some(pid)).unwrap();
+    let b = aac_runtime::cgroups::sample_in(&layout, &cg.path, Some(pid)).unwrap();
     let pct = stats::cpu_percent(&a, &b, stats::online_cpus());
     assert!((30.0..=60.0).contains(&pct), "cpu {pct}% ({a:?} -> {b:?})");
     assert!(b.pids >= 1, "{b:?}");
@@ -148,11 +148,11 @@ fn memory_allocator_is_counted_against_the_limit() {
     let mut cg = TestCgroup::new();
     let pid = cg.spawn("exec python3 -c 'b=bytearray(40*1024*1024)\nimport time\ntime.sleep(5)'");
     let start = Instant::now();
-    let before = stats::sample(&cg.path, Some(pid)).unwrap();
+    let before = aac_runtime::cgroups::sample(&cg.path, Some(pid)).unwrap();
     let mut peak = before.clone();
     while start.elapsed() < Duration::from_secs(4) && peak.mem_usage <= 30 << 20 {
         std::thread::sleep(Duration::from_millis(100));
-        peak = stats::sample(&cg.path, Some(pid)).unwrap();
+        peak = aac_runtime::cgroups::sample(&cg.path, Some(pid)).unwrap();
     }
     assert!(peak.mem_usage > 30 << 20, "memory {} bytes", peak.mem_usage);
     assert!(
@@ -178,14 +178,14 @@ fn a_missing_cgroup_is_an_error_not_zeros() {
     if !is_root() {
         return;
     }
-    let err = stats::sample("/aac/does-not-exist-here", None).unwrap_err();
+    let err = aac_runtime::cgroups::sample("/aac/does-not-exist-here", None).unwrap_err();
     assert!(matches!(err, StatsError::NoCgroup(_)), "{err}");
     assert!(matches!(
         stats::top("/aac/does-not-exist-here"),
         Err(StatsError::NoCgroup(_))
     ));
     assert!(matches!(
-        stats::sample("/aac/../../etc", None),
+        aac_runtime::cgroups::sample("/aac/../../etc", None),
         Err(StatsError::BadPath(_))
     ));
 }
@@ -228,7 +228,7 @@ fn prometheus_text_parses_with_the_reference_parser() {
     );
     let mut cg = TestCgroup::new();
     let pid = cg.spawn("sleep 30");
-    let s = stats::sample(&cg.path, Some(pid)).unwrap();
+    let s = aac_runtime::cgroups::sample(&cg.path, Some(pid)).unwrap();
     let unlimited = stats::Sample {
         mem_limit: None,
         cpu_usage_ns: 2_500_000_000,

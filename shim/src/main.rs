@@ -15,12 +15,9 @@ use std::os::fd::{AsFd, FromRawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aac_runtime::containerd::Client;
-use aac_runtime::monitor::process_task::ProcessTask;
-use aac_runtime::monitor::{
-    self, containerd_task::ContainerdTask, ExitReport, StartOutcome, StartReport,
-};
-use aac_runtime::record::{Backend, ContainerRecord};
+use aac_runtime::backend;
+use aac_runtime::monitor::{self, ExitReport, StartOutcome, StartReport};
+use aac_runtime::record::ContainerRecord;
 use aac_runtime::state::StateDirs;
 use anyhow::Context;
 use clap::Parser;
@@ -176,6 +173,9 @@ fn main() {
             nix::sys::signal::SigHandler::SigIgn,
         );
     }
+    // Whatever the monitor writes is its user's alone (logs, status); containers get their
+    // own umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut sync = SyncPipe::from_env();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -201,20 +201,7 @@ fn main() {
 
 async fn run(dirs: &StateDirs, id: &str, sync: &mut SyncPipe) -> anyhow::Result<()> {
     let record = ContainerRecord::load(dirs, id).context("reading the container record")?;
-    match record.backend {
-        Backend::Containerd => {
-            let target = record
-                .containerd
-                .clone()
-                .context("the record names no containerd")?;
-            let client = Client::connect(&target.address, &target.namespace).await?;
-            let task = ContainerdTask::new(client, record.clone(), dirs.clone());
-            monitor::run(dirs, &record, &task, sync).await?;
-        }
-        Backend::Process => {
-            let task = ProcessTask::new(record.clone(), dirs.clone());
-            monitor::run(dirs, &record, &task, sync).await?;
-        }
-    }
+    let task = backend::open(dirs, &record).await?;
+    monitor::run(dirs, &record, task.as_ref(), sync).await?;
     Ok(())
 }

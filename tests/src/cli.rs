@@ -39,7 +39,16 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join("debug").join(name);
     if !p.exists() {
         let ok = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "aac", "-p", "aac-shim"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "aac",
+                "-p",
+                "aac-shim",
+                "-p",
+                "containerd-shim-aac-v2",
+            ])
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
             .status()
             .map(|s| s.success())
@@ -51,7 +60,15 @@ pub fn bin(name: &str) -> PathBuf {
 
 extern "C" fn cleanup_aac() {
     let Some(a) = AAC.get() else { return };
-    // Remove every container this binary made, then whatever network state is left.
+    // Scaled agents first (their supervisors would replace removed replicas), then every
+    // container this binary made, then whatever network state is left.
+    if let Ok(groups) = std::fs::read_dir(a.data_dir.join("agents")) {
+        for g in groups.flatten() {
+            let _ = a
+                .command(&["down", &g.file_name().to_string_lossy()])
+                .output();
+        }
+    }
     if let Ok(ids) = std::fs::read_dir(a.data_dir.join("containers")) {
         for id in ids.flatten() {
             let _ = a
@@ -76,7 +93,7 @@ extern "C" fn cleanup_aac() {
     let _ = std::fs::remove_dir_all(a.run_dir.parent().unwrap_or(&a.run_dir));
 }
 
-/// SIGKILL every aac-shim that serves the state under `run_dir`.
+/// SIGKILL every aac-shim and aac-supervisor that serves the state under `run_dir`.
 pub fn kill_monitors(run_dir: &Path) {
     let needle = run_dir.to_string_lossy().to_string();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -88,7 +105,7 @@ pub fn kill_monitors(run_dir: &Path) {
         };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("aac-shim") && cmd.contains(&needle) {
+        if (cmd.contains("aac-shim") || cmd.contains("aac-supervisor")) && cmd.contains(&needle) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,

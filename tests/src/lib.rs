@@ -246,6 +246,18 @@ pub fn restart_containerd() {
     spawn_containerd(&dir);
 }
 
+/// Kill this binary's containerd with SIGKILL (a crash: nothing is cleaned up), then start it
+/// again on the same root, state and socket.
+pub fn crash_containerd() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = env().dir.clone();
+    let pid = Pid::from_raw(CONTAINERD_PID.load(Ordering::SeqCst));
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+    spawn_containerd(&dir);
+}
+
 /// Runs an async block on a fresh runtime in another thread (usable from inside tests'
 /// own runtimes).
 fn block_on_thread<T: Send + 'static>(
@@ -530,4 +542,23 @@ pub fn output_file(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, b"").unwrap();
     p
+}
+
+/// Answer every connection to `listener` with an HTTP/1.0 200 carrying `body`, on a thread.
+/// The request is read before the answer: closing with it unread would reset the connection,
+/// and a client would then fail although it got the answer.
+pub fn serve_http(listener: std::net::TcpListener, body: &'static [u8]) {
+    use std::io::{BufRead, Write};
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut r = std::io::BufReader::new(&s);
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let mut s = &s;
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\n");
+            let _ = s.write_all(body);
+        }
+    });
 }

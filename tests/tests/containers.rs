@@ -16,6 +16,7 @@ fn request(id: &str, args: &[&str], stdout: Option<&std::path::Path>) -> CreateR
             stderr: stdout.map(|p| p.display().to_string()),
             ..Default::default()
         },
+        systemd_cgroup: false,
     }
 }
 
@@ -160,24 +161,27 @@ async fn exec_in_running_container() {
         stdout: Some(out.display().to_string()),
         ..Default::default()
     };
-    c.exec(
-        &id,
-        "e1",
-        &process(&["sh", "-c", "cat /etc/hostname; hostname"]),
-        stdio,
-    )
-    .await
-    .unwrap();
-    assert_eq!(c.wait_exec(&id, "e1").await.unwrap().code, 0);
+    let (_, exit) = c
+        .exec(
+            &id,
+            "e1",
+            &process(&["sh", "-c", "cat /etc/hostname; hostname"]),
+            stdio,
+        )
+        .await
+        .unwrap();
+    assert_eq!(exit.wait().await.unwrap().code, 0);
     c.delete_exec(&id, "e1").await.unwrap();
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         format!("aac-image\n{id}\n")
     );
-    let err = c
+    let Err(err) = c
         .exec(&id, "e2", &process(&["no-such"]), Stdio::default())
         .await
-        .unwrap_err();
+    else {
+        panic!("exec of a missing command succeeded")
+    };
     assert!(matches!(err, CtrdError::CommandNotFound { .. }), "{err:?}");
     c.kill(&id, 9, true).await.unwrap();
     assert_eq!(c.wait(&id).await.unwrap().code, 137);

@@ -112,6 +112,7 @@ async fn run_origin(c: &Client, image: &str) -> String {
             stdout: Some(out.display().to_string()),
             ..Default::default()
         },
+        systemd_cgroup: false,
     })
     .await
     .unwrap();

@@ -241,7 +241,7 @@ fn health(a: &Aac, name: &str) -> Value {
 
 fn wait_health(a: &Aac, name: &str, want: &str) -> Value {
     a.wait_for(name, LONG, &format!("health {want}"), |v| {
-        v["State"]["Health"]["status"] == want
+        v["State"]["Health"]["Status"] == want
     })["State"]["Health"]
         .clone()
 }
@@ -251,34 +251,34 @@ fn wait_health(a: &Aac, name: &str, want: &str) -> Value {
 fn health_transitions(name: &str, make_healthy: &str, make_unhealthy: &str) {
     let a = aac();
     let h = health(a, name);
-    assert_eq!(h["status"], "starting", "{h}");
+    assert_eq!(h["Status"], "starting", "{h}");
     // not healthy yet: the probe fails, but during the start period that does not count
     a.ok(&["exec", name, "sh", "-c", make_healthy]);
     let h = wait_health(a, name, "healthy");
-    assert_eq!(h["failingStreak"], 0);
-    assert!(h["log"].as_array().unwrap().last().unwrap()["healthy"] == true);
+    assert_eq!(h["FailingStreak"], 0);
+    assert!(h["Log"].as_array().unwrap().last().unwrap()["Healthy"] == true);
     let ps = a.ok(&["ps"]);
     let line = ps.lines().find(|l| l.contains(name)).unwrap();
     assert!(line.contains("(healthy)"), "{line}");
 
     a.ok(&["exec", name, "sh", "-c", make_unhealthy]);
     let h = wait_health(a, name, "unhealthy");
-    assert!(h["failingStreak"].as_u64().unwrap() >= 2, "{h}");
+    assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
     let ps = a.ok(&["ps"]);
     let line = ps.lines().find(|l| l.contains(name)).unwrap();
     assert!(line.contains("(unhealthy)"), "{line}");
     // the last 5 results are kept, with times
     a.wait_for(name, LONG, "5 probe results", |v| {
-        v["State"]["Health"]["log"].as_array().unwrap().len() == 5
+        v["State"]["Health"]["Log"].as_array().unwrap().len() == 5
     });
     std::thread::sleep(Duration::from_secs(2));
     let h = health(a, name);
-    let log = h["log"].as_array().unwrap();
+    let log = h["Log"].as_array().unwrap();
     assert_eq!(log.len(), 5, "{h}");
     let last = log.last().unwrap();
-    assert_eq!(last["healthy"], false);
-    assert!(last["start"].as_str().unwrap() <= last["end"].as_str().unwrap());
-    assert_ne!(last["exitCode"], 0);
+    assert_eq!(last["Healthy"], false);
+    assert!(last["Start"].as_str().unwrap() <= last["End"].as_str().unwrap());
+    assert_ne!(last["ExitCode"], 0);
     // still running: unhealthy alone does nothing (onUnhealthy: none)
     assert_eq!(state(a, name)["Status"], "running");
     // probes write nothing to the container's log
@@ -377,7 +377,7 @@ fn run_waits_for_healthy_or_fails_with_the_last_probe_output() {
     ]);
     // it returned only once healthy
     assert!(started.elapsed() >= Duration::from_secs(2));
-    assert_eq!(health(a, "gets-ready")["status"], "healthy");
+    assert_eq!(health(a, "gets-ready")["Status"], "healthy");
     a.ok(&["rm", "-f", "gets-ready"]);
 
     let out = a.run(&[
@@ -418,8 +418,8 @@ fn run_waits_for_healthy_or_fails_with_the_last_probe_output() {
         "600",
     ]);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(health(a, "no-wait")["status"], "starting");
-    a.ok(&["rm", "-f", "never-ready", "no-wait"]);
+    assert_eq!(health(a, "no-wait")["Status"], "starting");
+    a.ok(&["rm", "-f", "no-wait"]);
 }
 
 #[test]
@@ -508,9 +508,12 @@ fn restart_no_and_on_failure_with_a_limit() {
         "-c",
         "echo ran; exit 1",
     ]);
+    // As docker's, `wait` returns at the first exit even when a restart follows.
     assert_eq!(a.ok(&["wait", "r-fail"]).trim(), "1");
+    a.wait_for("r-fail", LONG, "its restarts to run out", |v| {
+        v["State"]["Status"] == "exited"
+    });
     let s = state(a, "r-fail");
-    assert_eq!(s["Status"], "exited");
     assert_eq!(s["RestartCount"], 2);
     assert_eq!(a.ok(&["logs", "r-fail"]), "ran\nran\nran\n");
     // on-failure does not restart after success
@@ -766,7 +769,7 @@ fn full_disk_drops_lines_and_keeps_the_container_running() {
         &data,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("size=256k"),
+        Some("size=256k,mode=0700"),
     )
     .unwrap();
     let disk = SmallDisk {

@@ -10,7 +10,8 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
     DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, ResizePtyRequest, StartRequest, WaitRequest,
+    KillRequest, ListContainersRequest, PauseTaskRequest, ResizePtyRequest, ResumeTaskRequest,
+    StartRequest, WaitRequest,
 };
 use prost_types::Any;
 use tokio_stream::StreamExt;
@@ -20,8 +21,34 @@ use super::client::{valid_namespace, Client, SNAPSHOTTER};
 use super::error::{map_exec_failure, CtrdError, Result};
 use super::images::normalize_reference;
 
-/// The containerd runtime aac uses.
+/// containerd's runc runtime (its Go shim runs runc; aac-shim is the monitor).
 pub const RUNTIME: &str = "io.containerd.runc.v2";
+/// aac's own shim, `containerd-shim-aac-v2` (runs runc, writes the container's output
+/// straight into aac's FIFOs).
+pub const AAC_RUNTIME: &str = "io.containerd.aac.v2";
+/// Binary name of [`AAC_RUNTIME`]'s shim.
+pub const AAC_SHIM_BINARY: &str = "containerd-shim-aac-v2";
+/// Chooses the runtime of new containers: `runc` (or `io.containerd.runc.v2`), `aac` (or
+/// `io.containerd.aac.v2`), or an absolute path to a shim binary. `aac --oci-runtime` sets it.
+pub const RUNTIME_ENV: &str = "AAC_CONTAINERD_RUNTIME";
+
+/// The runtime name new containers get ([`RUNTIME_ENV`], else runc's). `aac` resolves to the
+/// shim next to the running binary by absolute path when it is there (containerd then needs
+/// nothing on its PATH), else to [`AAC_RUNTIME`] (containerd looks up
+/// `containerd-shim-aac-v2` on its PATH).
+pub fn runtime_name() -> String {
+    let v = std::env::var(RUNTIME_ENV).unwrap_or_default();
+    match v.trim() {
+        "" | "runc" | RUNTIME => RUNTIME.to_string(),
+        "aac" | AAC_RUNTIME => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.join(AAC_SHIM_BINARY)))
+            .filter(|p| p.is_file())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| AAC_RUNTIME.to_string()),
+        other => other.to_string(),
+    }
+}
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
@@ -41,16 +68,10 @@ const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 /// The runc binary the shim runs instead of the `runc` on containerd's PATH.
 pub const RUNC_BINARY_ENV: &str = "AAC_RUNC_BINARY";
 
-/// The runtime options of a container with `spec`: runc's systemd cgroup driver when the
-/// spec's cgroups path has the systemd form (`slice:prefix:name`), and `runc_binary` when
-/// given. `None` (the shim's defaults) when neither applies.
-pub fn runtime_options(spec: &oci_spec::runtime::Spec, runc_binary: Option<&str>) -> Option<Any> {
-    let systemd_cgroup = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .and_then(|p| p.to_str())
-        .is_some_and(crate::host::is_systemd_cgroups_path);
+/// The runtime options of a container: runc's systemd cgroup driver when its cgroup plan says
+/// so ([`crate::cgroups::CgroupPlan::systemd`]), and `runc_binary` when given. `None` (the
+/// shim's defaults) when neither applies.
+pub fn runtime_options(systemd_cgroup: bool, runc_binary: Option<&str>) -> Option<Any> {
     let binary_name = runc_binary.unwrap_or_default().to_string();
     if !systemd_cgroup && binary_name.is_empty() {
         return None;
@@ -90,6 +111,8 @@ pub struct CreateRequest {
     pub labels: HashMap<String, String>,
     /// Standard streams of the init process.
     pub stdio: Stdio,
+    /// runc manages the cgroup through systemd (the spec's cgroups path is `slice:prefix:name`).
+    pub systemd_cgroup: bool,
 }
 
 /// How a process ended.
@@ -318,9 +341,9 @@ impl Client {
             labels: req.labels.clone(),
             image: image.to_string(),
             runtime: Some(Runtime {
-                name: RUNTIME.to_string(),
+                name: runtime_name(),
                 options: runtime_options(
-                    &req.spec,
+                    req.systemd_cgroup,
                     std::env::var(RUNC_BINARY_ENV)
                         .ok()
                         .filter(|v| !v.is_empty())
@@ -446,11 +469,6 @@ impl Client {
     /// Waits until the task exits.
     pub async fn wait(&self, id: &str) -> Result<ExitStatus> {
         self.wait_process(id, "").await
-    }
-
-    /// Waits until exec process `exec_id` exits.
-    pub async fn wait_exec(&self, id: &str, exec_id: &str) -> Result<ExitStatus> {
-        self.wait_process(id, exec_id).await
     }
 
     async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus> {
@@ -680,14 +698,16 @@ impl Client {
     }
 
     /// Runs an extra process `exec_id` in the running container and starts it; returns its
-    /// pid. Wait for it with [`Client::wait_exec`], then [`Client::delete_exec`].
+    /// pid and its exit, waited for from before it started (so an exit is seen even when the
+    /// container ends right after it and its task is gone by the time one would ask). Then
+    /// [`Client::delete_exec`].
     pub async fn exec(
         &self,
         id: &str,
         exec_id: &str,
         process: &oci_spec::runtime::Process,
         stdio: Stdio,
-    ) -> Result<u32> {
+    ) -> Result<(u32, ExecExit)> {
         let spec = serde_json::to_vec(process)
             .map_err(|e| CtrdError::json("serialize process spec", e))?;
         let (stdin, stdout, stderr) = stdio.uris();
@@ -707,8 +727,15 @@ impl Client {
             .exec(req)
             .await
             .map_err(|s| map_exec_failure("Tasks.Exec", id, s))?;
+        let exit = {
+            let client = self.clone();
+            let (id, exec_id) = (id.to_string(), exec_id.to_string());
+            ExecExit(tokio::spawn(async move {
+                client.wait_process(&id, &exec_id).await
+            }))
+        };
         match self.start_process(id, exec_id).await {
-            Ok(pid) => Ok(pid),
+            Ok(pid) => Ok((pid, exit)),
             Err(e) => {
                 if let Err(de) = self.delete_exec(id, exec_id).await {
                     tracing::warn!(id, exec_id, error = %de, "could not remove failed exec process");
@@ -753,6 +780,34 @@ impl Client {
                 height,
             });
             async move { t.resize_pty(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Freezes every process of the task (the cgroup freezer, through runc).
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let tasks = self.tasks();
+        self.retry("Tasks.Pause", || {
+            let mut t = tasks.clone();
+            let req = self.req(PauseTaskRequest {
+                container_id: id.to_string(),
+            });
+            async move { t.pause(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Thaws a paused task.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        let tasks = self.tasks();
+        self.retry("Tasks.Resume", || {
+            let mut t = tasks.clone();
+            let req = self.req(ResumeTaskRequest {
+                container_id: id.to_string(),
+            });
+            async move { t.resume(req).await }
         })
         .await
         .map(|_| ())
@@ -815,28 +870,40 @@ impl Client {
     }
 }
 
+/// The exit of an exec process (see [`Client::exec`]); dropping it stops waiting.
+pub struct ExecExit(tokio::task::JoinHandle<Result<ExitStatus>>);
+
+impl ExecExit {
+    pub async fn wait(mut self) -> Result<ExitStatus> {
+        match (&mut self.0).await {
+            Ok(r) => r,
+            Err(e) => Err(CtrdError::Grpc {
+                op: "Tasks.Wait",
+                code: tonic::Code::Aborted,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+impl Drop for ExecExit {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn runc_options_follow_the_cgroups_path() {
-        let spec = |path: &str| {
-            let linux = oci_spec::runtime::LinuxBuilder::default()
-                .cgroups_path(std::path::PathBuf::from(path))
-                .build()
-                .unwrap();
-            oci_spec::runtime::SpecBuilder::default()
-                .linux(linux)
-                .build()
-                .unwrap()
-        };
-        assert_eq!(runtime_options(&spec("/aac/x"), None), None);
-        let any = runtime_options(&spec("system.slice:aac:x"), None).unwrap();
+    fn runc_options_follow_the_cgroup_plan() {
+        assert_eq!(runtime_options(false, None), None);
+        let any = runtime_options(true, None).unwrap();
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
         // field 9 (systemd_cgroup), varint 1
         assert_eq!(any.value, vec![9 << 3, 1]);
-        let any = runtime_options(&spec("/aac/x"), Some("/r")).unwrap();
+        let any = runtime_options(false, Some("/r")).unwrap();
         // field 6 (binary_name), length-delimited "/r"
         assert_eq!(any.value, vec![6 << 3 | 2, 2, b'/', b'r']);
         let decoded: RuncOptions = prost::Message::decode(any.value.as_slice()).unwrap();

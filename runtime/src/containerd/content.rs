@@ -213,6 +213,52 @@ impl Client {
         }
     }
 
+    /// Copies blob `digest` into the file `path` (created), checking its digest; returns
+    /// its size.
+    pub(crate) async fn copy_blob_to_file(
+        &self,
+        digest: &str,
+        path: &std::path::Path,
+    ) -> Result<u64> {
+        use sha2::Digest;
+        use std::io::Write;
+        let req = self.req(ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        });
+        let mut stream = match self.content().read(req).await {
+            Ok(s) => s.into_inner(),
+            Err(s) if s.code() == Code::NotFound => {
+                return Err(CtrdError::NotFound {
+                    kind: "blob",
+                    name: digest.to_string(),
+                })
+            }
+            Err(s) => return Err(CtrdError::grpc("Content.Read", s)),
+        };
+        let io = |e| CtrdError::io(format!("writing {}", path.display()), e);
+        let mut f = std::fs::File::create(path).map_err(io)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| CtrdError::grpc("Content.Read", s))?;
+            hasher.update(&chunk.data);
+            f.write_all(&chunk.data).map_err(io)?;
+            n += chunk.data.len() as u64;
+        }
+        f.sync_all().map_err(io)?;
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if digest.starts_with("sha256:") && actual != digest {
+            return Err(CtrdError::DigestMismatch {
+                what: "read blob".into(),
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(n)
+    }
+
     /// Reads a small blob (manifest, index, config) completely.
     pub(crate) async fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
         let req = self.req(ReadContentRequest {

@@ -60,7 +60,7 @@ pub enum CtrdError {
 
     /// Talking to an image registry failed (pull/push).
     #[error(transparent)]
-    Registry(#[from] super::registry::RegistryError),
+    Registry(#[from] RegistryError),
 
     /// A gRPC call failed.
     #[error("containerd {op} failed: {code:?}: {message}")]
@@ -161,4 +161,40 @@ pub(crate) fn map_exec_failure(op: &'static str, id: &str, status: tonic::Status
         }
     }
     CtrdError::grpc(op, status)
+}
+
+/// What can go wrong talking to a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry does not have the manifest (tag or digest).
+    #[error("image '{reference}' not found in registry {registry}")]
+    NotFound { registry: String, reference: String },
+
+    /// The registry wants credentials and none were given.
+    #[error(
+        "authentication required for {registry}: {reason}; run `aac login {registry}`, pass \
+         --username/--password or set AAC_REGISTRY_USER and AAC_REGISTRY_PASSWORD"
+    )]
+    AuthRequired { registry: String, reason: String },
+
+    /// The registry refused the credentials (or the token they bought).
+    #[error("unauthorized: {message} (registry {registry})")]
+    Unauthorized { registry: String, message: String },
+
+    /// No connection could be made, or it broke.
+    #[error("registry {address} is not reachable: {reason}")]
+    Unreachable { address: String, reason: String },
+
+    /// An unexpected HTTP status.
+    #[error("registry {registry}: {request}: HTTP {status}: {message}")]
+    Http {
+        registry: String,
+        request: String,
+        status: u16,
+        message: String,
+    },
+
+    /// The registry answered something we cannot use.
+    #[error("registry {registry}: {message}")]
+    Protocol { registry: String, message: String },
 }

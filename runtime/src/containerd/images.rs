@@ -16,6 +16,7 @@ use tonic::Code;
 
 use super::client::Client;
 use super::content::{sha256_digest, BlobSource};
+use super::descriptor::{no_progress, Descriptor, Progress};
 use super::error::{CtrdError, Result};
 use super::unpack::chain_ids;
 use crate::image_config::ImageConfig;
@@ -44,42 +45,30 @@ pub struct ImageSummary {
     pub labels: HashMap<String, String>,
 }
 
-/// Progress of an import, for a progress bar.
+/// What `image inspect` shows of one image: its documents as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    /// Packing the root file system into a layer.
-    Packing,
-    /// Writing blob `digest` (`size` bytes) to the content store.
-    Writing { digest: String, size: i64 },
-    /// Unpacking layer `layer` of `of`.
-    Unpacking { layer: usize, of: usize },
-    /// The image `name` is ready.
-    Done { name: String },
+pub struct ImageDetails {
+    pub summary: ImageSummary,
+    /// The platform manifest's digest (the target's when it is no index).
+    pub manifest_digest: String,
+    /// The config document's digest: docker's image ID.
+    pub config_digest: String,
+    /// The config document as stored (`architecture`, `os`, `config`, `rootfs`, `created`, ...).
+    pub config: serde_json::Value,
+    /// Every blob of this image on this platform, `(digest, size)`: index (when there is
+    /// one), manifest, config, layers.
+    pub blobs: Vec<(String, i64)>,
 }
 
-/// A progress hook that ignores everything.
-pub fn no_progress(_: Progress) {}
-
-/// An OCI content descriptor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: i64,
-    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
-    pub annotations: HashMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-}
-
-/// An OCI platform.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Platform {
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+impl ImageDetails {
+    /// Bytes of the layers (compressed, as stored in the content store).
+    pub fn layers_size(&self) -> u64 {
+        self.blobs
+            .iter()
+            .skip(2 + usize::from(self.summary.digest != self.manifest_digest))
+            .map(|(_, n)| u64::try_from(*n).unwrap_or(0))
+            .sum()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -453,6 +442,43 @@ impl Client {
         }
     }
 
+    /// `image tag`: image `target` names what `source` names (both normalized).
+    pub async fn tag_image(&self, source: &str, target: &str) -> Result<ImageSummary> {
+        let src = normalize_reference(source)?;
+        let dst = normalize_reference(target)?;
+        let image = self
+            .get_image(&src)
+            .await?
+            .ok_or_else(|| CtrdError::NotFound {
+                kind: "image",
+                name: source.to_string(),
+            })?;
+        let Some(t) = image.target else {
+            return Err(CtrdError::NotFound {
+                kind: "image target",
+                name: source.to_string(),
+            });
+        };
+        let lease = self.create_lease("tag").await?;
+        let r = self
+            .put_image(
+                &lease,
+                &dst,
+                Descriptor {
+                    media_type: t.media_type,
+                    digest: t.digest,
+                    size: t.size,
+                    annotations: HashMap::new(),
+                    platform: None,
+                },
+            )
+            .await;
+        if let Err(e) = self.delete_lease(&lease).await {
+            tracing::debug!("deleting lease {lease}: {e}");
+        }
+        r
+    }
+
     /// Does the image exist? The reference is normalized first.
     pub async fn image_exists(&self, reference: &str) -> Result<bool> {
         let name = normalize_reference(reference)?;
@@ -509,6 +535,43 @@ impl Client {
             "image config",
         )?;
         Ok((name, manifest, config))
+    }
+
+    /// An image's documents for `image inspect` and disk usage.
+    pub async fn image_details(&self, reference: &str) -> Result<ImageDetails> {
+        let name = normalize_reference(reference)?;
+        let img = self
+            .get_image(&name)
+            .await?
+            .ok_or_else(|| CtrdError::NotFound {
+                kind: "image",
+                name: name.clone(),
+            })?;
+        let summary = summary(img);
+        let mut blobs = Vec::new();
+        let (mut digest, mut size) = (summary.digest.clone(), summary.size);
+        if is_index(&summary.media_type) {
+            blobs.push((digest.clone(), size));
+            let index: Index = parse_json(&self.read_blob(&digest).await?, "image index")?;
+            let d = pick_platform(&index)?;
+            digest = d.digest;
+            size = d.size;
+        }
+        blobs.push((digest.clone(), size));
+        let manifest: Manifest = parse_json(&self.read_blob(&digest).await?, "image manifest")?;
+        let config: serde_json::Value = parse_json(
+            &self.read_blob(&manifest.config.digest).await?,
+            "image config",
+        )?;
+        blobs.push((manifest.config.digest.clone(), manifest.config.size));
+        blobs.extend(manifest.layers.iter().map(|l| (l.digest.clone(), l.size)));
+        Ok(ImageDetails {
+            summary,
+            manifest_digest: digest,
+            config_digest: manifest.config.digest,
+            config,
+            blobs,
+        })
     }
 
     /// The process settings of an image.
@@ -775,7 +838,11 @@ impl Client {
         labels: HashMap<String, String>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<()> {
-        let path = blob_path(root, &desc.digest)?;
+        let path = archive_file(
+            root,
+            &blob_path(root, &desc.digest)?,
+            &format!("blob {}", desc.digest),
+        )?;
         let size = std::fs::metadata(&path)
             .map_err(|e| CtrdError::io(format!("blob {} in archive", desc.digest), e))?
             .len() as i64;
@@ -795,8 +862,7 @@ impl Client {
 
     fn read_layout_doc(root: &Path, digest: &str) -> Result<Vec<u8>> {
         let path = blob_path(root, digest)?;
-        let data = std::fs::read(&path)
-            .map_err(|e| CtrdError::io(format!("blob {digest} in archive"), e))?;
+        let data = read_archive_doc(root, &path, &format!("blob {digest}"))?;
         let actual = sha256_digest(&data);
         if actual != digest {
             return Err(CtrdError::DigestMismatch {
@@ -815,8 +881,7 @@ impl Client {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Vec<ImageSummary>> {
         let index: Index = parse_json(
-            &std::fs::read(root.join("index.json"))
-                .map_err(|e| CtrdError::io("read index.json", e))?,
+            &read_archive_doc(root, &root.join("index.json"), "index.json")?,
             "index.json",
         )?;
         let mut out = Vec::new();
@@ -912,8 +977,7 @@ impl Client {
             layers: Vec<String>,
         }
         let entries: Vec<Entry> = parse_json(
-            &std::fs::read(root.join("manifest.json"))
-                .map_err(|e| CtrdError::io("read manifest.json", e))?,
+            &read_archive_doc(root, &root.join("manifest.json"), "manifest.json")?,
             "manifest.json",
         )?;
         let mut out = Vec::new();
@@ -929,11 +993,10 @@ impl Client {
                 continue;
             }
             let config_path = archive_path(root, &entry.config)?;
-            let config_bytes = std::fs::read(&config_path)
-                .map_err(|e| CtrdError::io(format!("read {}", entry.config), e))?;
+            let config_bytes = read_archive_doc(root, &config_path, &entry.config)?;
             let mut layers = Vec::new();
             for rel in &entry.layers {
-                let path = archive_path(root, rel)?;
+                let path = archive_file(root, &archive_path(root, rel)?, &format!("layer {rel}"))?;
                 let p = path.clone();
                 let (digest, size, gz) = blocking(move || hash_file(&p)).await?;
                 let desc = Descriptor {
@@ -981,9 +1044,26 @@ impl Client {
     }
 }
 
+/// The largest JSON document (manifest.json, index.json, a manifest or config) read from an
+/// archive.
+const MAX_ARCHIVE_DOC: u64 = 16 << 20;
+
 /// Extracts an (optionally gzipped) tar into a temporary directory.
+///
+/// The archive comes from the user, so only what an image archive holds is unpacked: regular
+/// files, folders, and relative symbolic links that stay inside the archive (`docker save`
+/// links duplicate and legacy layer paths to `blobs/`). A link to a host file or device, a
+/// hard link, a device or a FIFO is refused with the entry's name, before anything is read
+/// through it.
 fn extract_archive(path: &Path) -> Result<tempfile::TempDir> {
     let ctx = |e| CtrdError::io(format!("read archive {}", path.display()), e);
+    let meta = std::fs::metadata(path).map_err(ctx)?;
+    if !meta.is_file() {
+        return Err(CtrdError::InvalidImage(format!(
+            "{} is not a regular file (an image archive is a tar file)",
+            path.display()
+        )));
+    }
     let mut f = std::fs::File::open(path).map_err(ctx)?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(ctx)?;
@@ -997,8 +1077,263 @@ fn extract_archive(path: &Path) -> Result<tempfile::TempDir> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(false);
     archive.set_overwrite(true);
-    archive.unpack(dir.path()).map_err(ctx)?;
+    for entry in archive.entries().map_err(ctx)? {
+        let mut entry = entry.map_err(ctx)?;
+        let name = entry.path().map_err(ctx)?.display().to_string();
+        let refuse = |what: String| {
+            CtrdError::InvalidImage(format!(
+                "{}: entry {name:?} {what}; an image archive holds only regular files, \
+                 folders and links inside itself",
+                path.display()
+            ))
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(ctx)?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let entry_path = entry.path().map_err(ctx)?.into_owned();
+                if !link_stays_inside(&entry_path, &target) {
+                    return Err(refuse(format!(
+                        "is a symbolic link to {}, outside the archive",
+                        target.display()
+                    )));
+                }
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            tar::EntryType::Link => return Err(refuse("is a hard link".into())),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(refuse("is a device".into()))
+            }
+            tar::EntryType::Fifo => return Err(refuse("is a FIFO".into())),
+            other => return Err(refuse(format!("has unsupported type {other:?}"))),
+        }
+        if !entry.unpack_in(dir.path()).map_err(ctx)? {
+            return Err(refuse("escapes the archive".into()));
+        }
+    }
     Ok(dir)
+}
+
+/// Whether a symbolic link at `entry` (a path inside the archive) pointing to `target` stays
+/// inside the archive, judged lexically.
+fn link_stays_inside(entry: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    if target.as_os_str().is_empty() || target.is_absolute() {
+        return false;
+    }
+    let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
+    let parent = entry.parent().unwrap_or(Path::new(""));
+    for c in parent.components().chain(target.components()) {
+        match c {
+            Component::Normal(n) => depth.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// A file the import reads from the extracted archive: it must resolve (through any links)
+/// to a regular file inside `root`.
+fn archive_file(root: &Path, path: &Path, what: &str) -> Result<PathBuf> {
+    let bad = |why: &str| CtrdError::InvalidImage(format!("{what} in the archive {why}"));
+    let real_root = std::fs::canonicalize(root).map_err(|e| CtrdError::io("archive folder", e))?;
+    let real = std::fs::canonicalize(path).map_err(|e| CtrdError::io(what.to_string(), e))?;
+    if !real.starts_with(&real_root) {
+        return Err(bad("points outside the archive"));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| CtrdError::io(what.to_string(), e))?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file"));
+    }
+    Ok(real)
+}
+
+/// A JSON document of the archive, at most [`MAX_ARCHIVE_DOC`] bytes.
+fn read_archive_doc(root: &Path, path: &Path, what: &str) -> Result<Vec<u8>> {
+    let real = archive_file(root, path, what)?;
+    let f = std::fs::File::open(&real).map_err(|e| CtrdError::io(what.to_string(), e))?;
+    let mut data = Vec::new();
+    f.take(MAX_ARCHIVE_DOC + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| CtrdError::io(what.to_string(), e))?;
+    if data.len() as u64 > MAX_ARCHIVE_DOC {
+        return Err(CtrdError::InvalidImage(format!(
+            "{what} in the archive is larger than {MAX_ARCHIVE_DOC} bytes"
+        )));
+    }
+    Ok(data)
+}
+
+impl Client {
+    /// `image save`: `references` as one archive written to `out`, readable both as an OCI
+    /// image layout (`oci-layout`, `index.json`, `blobs/sha256/...`) and as a `docker save`
+    /// archive (`manifest.json` naming the same blobs), as docker 25 writes it. Each image is
+    /// saved with this platform's manifest. Returns the names saved.
+    pub async fn save_images(
+        &self,
+        references: &[String],
+        out: Box<dyn std::io::Write + Send>,
+    ) -> Result<Vec<String>> {
+        let stage = tempfile::tempdir()
+            .map_err(|e| CtrdError::io("making a folder to stage the archive", e))?;
+        let blobs = stage.path().join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(|e| CtrdError::io("staging blobs", e))?;
+        let mut names = Vec::new();
+        let mut index_entries = Vec::new();
+        let mut docker_entries: Vec<serde_json::Value> = Vec::new();
+        let mut saved: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for r in references {
+            let d = self.image_details(r).await?;
+            let name = d.summary.name.clone();
+            if names.contains(&name) {
+                continue;
+            }
+            // The platform manifest, config and layers (an index's other platforms are
+            // not in this content store).
+            let skip = usize::from(d.summary.digest != d.manifest_digest);
+            for (digest, _) in d.blobs.iter().skip(skip) {
+                if saved.insert(digest.clone()) {
+                    let hex = digest.strip_prefix("sha256:").ok_or_else(|| {
+                        CtrdError::InvalidImage(format!("blob {digest} is not sha256"))
+                    })?;
+                    self.copy_blob_to_file(digest, &blobs.join(hex)).await?;
+                }
+            }
+            let manifest_size = d.blobs[skip].1;
+            let manifest_media = if skip == 1 {
+                // The platform manifest's own media type, from the document.
+                let doc: serde_json::Value =
+                    parse_json(&self.read_blob(&d.manifest_digest).await?, "image manifest")?;
+                doc["mediaType"]
+                    .as_str()
+                    .unwrap_or(MEDIA_OCI_MANIFEST)
+                    .to_string()
+            } else {
+                d.summary.media_type.clone()
+            };
+            let tag = name
+                .rsplit_once(':')
+                .filter(|(_, t)| !t.contains('/'))
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_else(|| "latest".into());
+            index_entries.push(serde_json::json!({
+                "mediaType": manifest_media,
+                "digest": d.manifest_digest,
+                "size": manifest_size,
+                "annotations": {
+                    "io.containerd.image.name": name,
+                    "org.opencontainers.image.ref.name": tag,
+                },
+            }));
+            let path_of = |digest: &str| {
+                format!(
+                    "blobs/sha256/{}",
+                    digest.strip_prefix("sha256:").unwrap_or(digest)
+                )
+            };
+            let layers: Vec<String> = d
+                .blobs
+                .iter()
+                .skip(skip + 2)
+                .map(|(dg, _)| path_of(dg))
+                .collect();
+            match docker_entries
+                .iter_mut()
+                .find(|e| e["Config"] == path_of(&d.config_digest))
+            {
+                Some(e) => {
+                    if let Some(tags) = e["RepoTags"].as_array_mut() {
+                        tags.push(name.clone().into());
+                    }
+                }
+                None => docker_entries.push(serde_json::json!({
+                    "Config": path_of(&d.config_digest),
+                    "RepoTags": [name],
+                    "Layers": layers,
+                })),
+            }
+            names.push(name);
+        }
+        let write = |file: &str, v: &serde_json::Value| {
+            std::fs::write(
+                stage.path().join(file),
+                serde_json::to_vec(v).unwrap_or_default(),
+            )
+            .map_err(|e| CtrdError::io(format!("staging {file}"), e))
+        };
+        write(
+            "oci-layout",
+            &serde_json::json!({"imageLayoutVersion": "1.0.0"}),
+        )?;
+        write(
+            "index.json",
+            &serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": MEDIA_OCI_INDEX,
+                "manifests": index_entries,
+            }),
+        )?;
+        write("manifest.json", &serde_json::Value::Array(docker_entries))?;
+        let root = stage.path().to_path_buf();
+        blocking(move || {
+            let mut tar = tar::Builder::new(out);
+            tar.mode(tar::HeaderMode::Deterministic);
+            let io = |e| CtrdError::io("writing the archive", e);
+            for f in ["oci-layout", "index.json", "manifest.json"] {
+                tar.append_path_with_name(root.join(f), f).map_err(io)?;
+            }
+            let mut blobs: Vec<_> = std::fs::read_dir(root.join("blobs/sha256"))
+                .map_err(io)?
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            blobs.sort();
+            tar.append_dir("blobs", root.join("blobs")).map_err(io)?;
+            tar.append_dir("blobs/sha256", root.join("blobs/sha256"))
+                .map_err(io)?;
+            for b in blobs {
+                let rel = format!("blobs/sha256/{}", b.to_string_lossy());
+                tar.append_path_with_name(root.join(&rel), &rel)
+                    .map_err(io)?;
+            }
+            tar.into_inner().and_then(|mut w| w.flush()).map_err(io)?;
+            Ok(())
+        })
+        .await?;
+        drop(stage);
+        Ok(names)
+    }
+}
+
+impl Client {
+    /// `image load` from a stream (stdin): spooled to a temporary file, then imported as
+    /// [`Client::import_archive_with_progress`] does.
+    pub async fn import_archive_stream(
+        &self,
+        mut input: Box<dyn std::io::Read + Send>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Vec<ImageSummary>> {
+        let spool = blocking(move || {
+            let mut f = tempfile::NamedTempFile::new()
+                .map_err(|e| CtrdError::io("making a file to read the archive into", e))?;
+            std::io::copy(&mut input, f.as_file_mut())
+                .map_err(|e| CtrdError::io("reading the archive", e))?;
+            Ok(f)
+        })
+        .await?;
+        self.import_archive_with_progress(spool.path(), progress)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -1043,6 +1378,96 @@ mod tests {
         let c = ImageConfig::from(s);
         assert!(c.cmd.is_empty());
         assert_eq!(c.env, vec!["A=1"]);
+    }
+
+    fn tar_with(add: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> tempfile::NamedTempFile {
+        let mut b = tar::Builder::new(Vec::new());
+        add(&mut b);
+        let data = b.into_inner().unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        f
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+
+    fn link(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_entry_type(kind);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+
+    #[test]
+    fn archives_hold_only_files_folders_and_inner_links() {
+        // docker save's legacy layer paths link into blobs/: fine
+        let ok = tar_with(|b| {
+            file(b, "blobs/sha256/aa", b"layer");
+            link(
+                b,
+                tar::EntryType::Symlink,
+                "abc/layer.tar",
+                "../blobs/sha256/aa",
+            );
+        });
+        let dir = extract_archive(ok.path()).unwrap();
+        let real = archive_file(
+            dir.path(),
+            &dir.path().join("abc/layer.tar"),
+            "layer abc/layer.tar",
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(real).unwrap(), b"layer");
+        for (kind, target, want) in [
+            (
+                tar::EntryType::Symlink,
+                "/etc/passwd",
+                "is a symbolic link to /etc/passwd, outside the archive",
+            ),
+            (
+                tar::EntryType::Symlink,
+                "/dev/zero",
+                "is a symbolic link to /dev/zero, outside the archive",
+            ),
+            (
+                tar::EntryType::Symlink,
+                "../../../etc/passwd",
+                "outside the archive",
+            ),
+            (tar::EntryType::Link, "blobs/x", "is a hard link"),
+        ] {
+            let bad = tar_with(|b| {
+                file(b, "manifest.json", b"[]");
+                link(b, kind, "abc/layer.tar", target);
+            });
+            let e = extract_archive(bad.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("entry \"abc/layer.tar\"") && e.contains(want),
+                "{e}"
+            );
+        }
+        let e = extract_archive(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn links_are_judged_lexically() {
+        let inside = |e: &str, t: &str| link_stays_inside(Path::new(e), Path::new(t));
+        assert!(inside("a/layer.tar", "../blobs/sha256/x"));
+        assert!(inside("layer.tar", "blobs/x"));
+        assert!(!inside("layer.tar", "../x"));
+        assert!(!inside("a/b", "../../x"));
+        assert!(!inside("a/b", "/x"));
+        assert!(!inside("a/b", ""));
     }
 
     #[test]

@@ -22,11 +22,12 @@ use ureq::http::{self, Method};
 
 use super::client::Client;
 use super::content::{sha256_digest, BlobSource};
-use super::error::{CtrdError, Result};
+use super::descriptor::{Descriptor, Progress};
+use super::error::{CtrdError, RegistryError, Result};
 use super::images::{
     config_gc_labels, is_index, manifest_gc_labels, normalize_reference, parse_json, pick_platform,
-    ConfigDoc, Descriptor, ImageSummary, Index, Manifest, Progress, MEDIA_DOCKER_LIST,
-    MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
+    ConfigDoc, ImageSummary, Index, Manifest, MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST,
 };
 
 /// Docker's image manifest (schema 2).
@@ -91,42 +92,6 @@ impl Credentials {
             base64::engine::general_purpose::STANDARD.encode(raw)
         )
     }
-}
-
-/// What can go wrong talking to a registry.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    /// The registry does not have the manifest (tag or digest).
-    #[error("image '{reference}' not found in registry {registry}")]
-    NotFound { registry: String, reference: String },
-
-    /// The registry wants credentials and none were given.
-    #[error(
-        "authentication required for {registry}: {reason}; pass --username/--password or set \
-         AAC_REGISTRY_USER and AAC_REGISTRY_PASSWORD"
-    )]
-    AuthRequired { registry: String, reason: String },
-
-    /// The registry refused the credentials (or the token they bought).
-    #[error("unauthorized: {message} (registry {registry})")]
-    Unauthorized { registry: String, message: String },
-
-    /// No connection could be made, or it broke.
-    #[error("registry {address} is not reachable: {reason}")]
-    Unreachable { address: String, reason: String },
-
-    /// An unexpected HTTP status.
-    #[error("registry {registry}: {request}: HTTP {status}: {message}")]
-    Http {
-        registry: String,
-        request: String,
-        status: u16,
-        message: String,
-    },
-
-    /// The registry answered something we cannot use.
-    #[error("registry {registry}: {message}")]
-    Protocol { registry: String, message: String },
 }
 
 /// A parsed image reference: `[registry/]repository[:tag][@digest]`, docker style.
@@ -652,13 +617,20 @@ impl Session {
                     .get("realm")
                     .filter(|r| !r.is_empty())
                     .ok_or_else(|| self.protocol("bearer challenge without a realm"))?;
-                let scope = params
-                    .get("scope")
-                    .cloned()
-                    .unwrap_or_else(|| format!("repository:{}:{}", self.repository, self.actions));
+                // A login check (no repository) asks for a token without a scope, as docker's.
+                let scope = params.get("scope").cloned().or_else(|| {
+                    (!self.repository.is_empty())
+                        .then(|| format!("repository:{}:{}", self.repository, self.actions))
+                });
                 let mut url = realm.clone();
                 url.push(if url.contains('?') { '&' } else { '?' });
-                let mut query = vec![format!("scope={}", encode(&scope))];
+                let mut query: Vec<String> = scope
+                    .iter()
+                    .map(|s| format!("scope={}", encode(s)))
+                    .collect();
+                if let Some(c) = &self.credentials {
+                    query.push(format!("account={}", encode(&c.username)));
+                }
                 if let Some(service) = params.get("service") {
                     query.push(format!("service={}", encode(service)));
                 }
@@ -982,6 +954,35 @@ struct Resolved {
     index: Option<(Descriptor, Vec<u8>, usize)>,
 }
 
+/// `aac login`: do these credentials open `registry` (`host[:port]`; `docker.io` for Docker
+/// Hub)? The registry's `/v2/` is asked, answering its challenge (basic, or a bearer token
+/// from its realm); a registry that wants no credentials accepts any.
+pub async fn check_login(registry: &str, creds: &Credentials) -> Result<()> {
+    let r = Reference {
+        registry: registry.to_string(),
+        repository: String::new(),
+        tag: None,
+        digest: None,
+    };
+    let session = Session::new(&r, Some(creds.clone()), "pull");
+    blocking(move || {
+        let url = format!("{}/v2/", session.base);
+        let resp = session.call(Method::GET, &url, &[], None)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(session.http_error("GET /v2/", resp))
+        }
+    })
+    .await
+}
+
+/// The credentials to use with `registry`: those given, else the ones `aac login` saved
+/// (or docker's).
+fn credentials_for(registry: &str, given: Option<&Credentials>) -> Option<Credentials> {
+    given.cloned().or_else(|| super::auth::lookup(registry))
+}
+
 impl Client {
     /// Pulls `reference` from its registry into the content store, unpacks it and names it
     /// `normalize_reference(reference)` (so `pull busybox` makes `busybox:latest`, the name
@@ -994,7 +995,8 @@ impl Client {
     ) -> Result<ImageSummary> {
         let remote = Reference::parse(reference)?;
         let local = normalize_reference(reference)?;
-        let session = Arc::new(Session::new(&remote, auth.cloned(), "pull"));
+        let auth = credentials_for(&remote.registry, auth);
+        let session = Arc::new(Session::new(&remote, auth, "pull"));
         tracing::debug!(reference = %remote, base = %session.base, "pulling");
         let resolved = Self::resolve_remote(&session, &remote).await?;
         let lease = self.create_lease_labeled("pull", Some(&local)).await?;
@@ -1261,7 +1263,8 @@ impl Client {
                 .unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_string());
         }
         desc.size = manifest_bytes.len() as i64;
-        let session = Arc::new(Session::new(&target_ref, auth.cloned(), "pull,push"));
+        let auth = credentials_for(&target_ref.registry, auth);
+        let session = Arc::new(Session::new(&target_ref, auth, "pull,push"));
         tracing::debug!(local = %local_name, remote = %target_ref, "pushing");
         for blob in manifest
             .layers

@@ -9,8 +9,8 @@ use containerd_client::services::v1::ApplyRequest;
 use containerd_client::types::Descriptor as CtrdDescriptor;
 
 use super::client::{unique_suffix, Client, SNAPSHOTTER};
+use super::descriptor::{Descriptor, Progress};
 use super::error::{CtrdError, Result};
-use super::images::{Descriptor, Progress};
 
 /// Chain IDs of a layer stack: c0 = diff0, ci = sha256("{c(i-1)} {diff_i}").
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
@@ -187,6 +187,36 @@ impl Client {
             Err(s) if s.code() == tonic::Code::AlreadyExists => self.remove_snapshot(key).await,
             Err(s) => Err(CtrdError::grpc("Snapshots.Commit", s)),
         }
+    }
+}
+
+impl Client {
+    /// Bytes a snapshot holds by itself (its upper folder for an active one) and its parent's key.
+    pub async fn snapshot_usage(&self, key: &str) -> Result<(u64, Option<String>)> {
+        use containerd_client::services::v1::snapshots::UsageRequest;
+        let snaps = self.snapshots();
+        let usage = self
+            .retry("Snapshots.Usage", || {
+                let mut s = snaps.clone();
+                let req = self.req(UsageRequest {
+                    snapshotter: SNAPSHOTTER.to_string(),
+                    key: key.to_string(),
+                });
+                async move { s.usage(req).await }
+            })
+            .await?;
+        let info = self
+            .retry("Snapshots.Stat", || {
+                let mut s = snaps.clone();
+                let req = self.req(StatSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_string(),
+                    key: key.to_string(),
+                });
+                async move { s.stat(req).await }
+            })
+            .await?;
+        let parent = info.info.map(|i| i.parent).filter(|p| !p.is_empty());
+        Ok((u64::try_from(usage.size).unwrap_or(0), parent))
     }
 }
 

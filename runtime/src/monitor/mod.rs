@@ -7,12 +7,8 @@
 //! read-write so the monitor never sees end-of-file between restarts; after a task is gone,
 //! what is left in them is drained without blocking.
 
-pub mod containerd_task;
-pub mod forward;
-pub mod process_task;
-
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,8 +16,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
 use crate::agent::{OnUnhealthy, RestartPolicy};
+use crate::backend::{BackendError, StdioPaths, Task};
 use crate::events::{self, Event, EventType};
-use crate::health::{self, CommandRunner};
+use crate::health;
 use crate::logs::{format_time, LogWriter, Stream};
 use crate::record::{self, ContainerRecord};
 use crate::state::{StateDirs, StateError};
@@ -41,87 +38,24 @@ pub enum MonitorError {
     State(#[from] StateError),
     #[error("{0}")]
     Log(#[from] crate::logs::LogError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The backend failed; `exit_code` is 126/127 when the command could not run.
-    #[error("{message}")]
-    Backend {
-        message: String,
-        exit_code: Option<i32>,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    /// The backend failed; its exit code is 126/127 when the command could not run.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 impl MonitorError {
     pub fn backend(message: impl std::fmt::Display, exit_code: Option<i32>) -> Self {
-        MonitorError::Backend {
-            message: message.to_string(),
-            exit_code,
-        }
+        MonitorError::Backend(BackendError::new(message, exit_code))
     }
 
     /// docker-style exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            MonitorError::Backend {
-                exit_code: Some(c), ..
-            } => *c,
+            MonitorError::Backend(e) => e.exit_code(),
             _ => 125,
         }
-    }
-}
-
-/// Paths of the stdio FIFOs of a container.
-#[derive(Debug, Clone)]
-pub struct StdioPaths {
-    pub stdin: Option<PathBuf>,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
-}
-
-impl StdioPaths {
-    pub fn for_container(dirs: &StateDirs, rec: &ContainerRecord) -> StdioPaths {
-        let run = dirs.container_run_dir(&rec.id);
-        StdioPaths {
-            stdin: rec.stdin.then(|| run.join("stdin")),
-            stdout: run.join("stdout"),
-            stderr: run.join("stderr"),
-        }
-    }
-}
-
-/// One backend's handle on one container's main process.
-pub trait Task: CommandRunner + Sync {
-    /// Create and start the main process with its output on `stdio`; returns its host PID.
-    fn start(
-        &self,
-        stdio: &StdioPaths,
-    ) -> impl std::future::Future<Output = Result<u32, MonitorError>> + Send;
-    /// PID of the main process when a new monitor adopts the container: it is running, or it
-    /// exited and nobody has collected its exit yet (then [`Task::wait`] returns at once).
-    fn running_pid(&self) -> impl std::future::Future<Output = Option<u32>> + Send;
-    /// Wait for the main process to exit; returns the exit code (128+n for signal n).
-    fn wait(&self) -> impl std::future::Future<Output = Result<i32, MonitorError>> + Send;
-    fn kill(
-        &self,
-        signal: i32,
-    ) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
-    /// Release the exited process (keeps the container for a restart).
-    fn cleanup(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
-    /// Remove the container for good.
-    fn remove(&self) -> impl std::future::Future<Output = Result<(), MonitorError>> + Send;
-    /// What the last start could not enforce (limits without a writable cgroup, ...), one
-    /// sentence each.
-    fn warnings(&self) -> Vec<String> {
-        Vec::new()
-    }
-    /// The backend reported an OOM kill since the last start (containerd's `/tasks/oom`
-    /// event), when its cgroup may already be gone at exit.
-    fn oom_reported(&self) -> bool {
-        false
     }
 }
 
@@ -165,35 +99,35 @@ pub struct StartOutcome {
     pub warnings: Vec<String>,
 }
 
+/// The buffer asked for the output FIFOs (`/proc/sys/fs/pipe-max-size` is 1 MiB by default).
+const PIPE_SIZE: nix::libc::c_int = 1 << 20;
+
 /// Create the FIFOs (if needed) and open their read ends without blocking.
 pub fn open_fifos(stdio: &StdioPaths) -> Result<(pipe::Receiver, pipe::Receiver), MonitorError> {
     let mut paths = vec![stdio.stdout.clone(), stdio.stderr.clone()];
     paths.extend(stdio.stdin.clone());
     for p in &paths {
         if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| MonitorError::Io {
-                context: format!("creating {}", dir.display()),
-                source,
-            })?;
+            crate::state::create_private_dir(dir)?;
         }
         match nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => {
-                return Err(MonitorError::Io {
-                    context: format!("mkfifo {}", p.display()),
-                    source: e.into(),
-                })
-            }
+            Err(e) => return Err(crate::io::IoError::new("creating the FIFO", p, e.into()).into()),
         }
     }
     let open = |p: &Path| {
-        pipe::OpenOptions::new()
+        let rx = pipe::OpenOptions::new()
             .read_write(true)
             .open_receiver(p)
-            .map_err(|source| MonitorError::Io {
-                context: format!("opening {}", p.display()),
-                source,
-            })
+            .map_err(|e| MonitorError::from(crate::io::IoError::new("opening", p, e)))?;
+        // A bigger pipe buffer (the kernel's default is 64 KiB) lets a chatty container run on
+        // while the monitor writes the log; the limit for unprivileged users may be lower, and
+        // the default is kept then.
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&rx),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
+        );
+        Ok::<_, MonitorError>(rx)
     };
     Ok((open(&stdio.stdout)?, open(&stdio.stderr)?))
 }
@@ -284,31 +218,6 @@ fn record_event(dirs: &StateDirs, e: Event) {
     }
 }
 
-/// Count of OOM kills in the container's memory cgroup (v1 `memory.oom_control`, v2
-/// `memory.events`); 0 when unknown.
-pub fn oom_kills(cgroup_path: &str) -> u64 {
-    let Ok(layout) = crate::stats::CgroupLayout::detect() else {
-        return 0;
-    };
-    let Ok(Some((dir, unified))) = layout.controller_dir("memory", cgroup_path) else {
-        return 0;
-    };
-    let file = if unified {
-        "memory.events"
-    } else {
-        "memory.oom_control"
-    };
-    std::fs::read_to_string(dir.join(file))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("oom_kill ")
-                    .and_then(|n| n.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
-}
-
 /// File in the container's volatile folder that its monitor holds an exclusive `flock` on for
 /// as long as it runs: the kernel drops the lock when the monitor dies, however it dies.
 pub const MONITOR_LOCK: &str = "monitor.lock";
@@ -316,7 +225,7 @@ pub const MONITOR_LOCK: &str = "monitor.lock";
 fn open_monitor_lock(dirs: &StateDirs, id: &str, create: bool) -> io::Result<std::fs::File> {
     let dir = dirs.container_run_dir(id);
     if create {
-        std::fs::create_dir_all(&dir)?;
+        crate::state::create_private_dir(&dir).map_err(|e| e.source)?;
     }
     std::fs::OpenOptions::new()
         .create(create)
@@ -331,9 +240,8 @@ pub fn lock_monitor(
     dirs: &StateDirs,
     id: &str,
 ) -> Result<nix::fcntl::Flock<std::fs::File>, MonitorError> {
-    let mut f = open_monitor_lock(dirs, id, true).map_err(|source| MonitorError::Io {
-        context: format!("opening the monitor lock of {id}"),
-        source,
+    let mut f = open_monitor_lock(dirs, id, true).map_err(|e| {
+        crate::io::IoError::new("opening", dirs.container_run_dir(id).join(MONITOR_LOCK), e)
     })?;
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
@@ -385,6 +293,13 @@ pub fn save_status(dirs: &StateDirs, rec: &ContainerRecord, st: &crate::status::
     }
 }
 
+/// The restart policy as recorded now (`aac update --restart` changes it while it runs).
+fn current_policy(dirs: &StateDirs, id: &str, started_with: RestartPolicy) -> RestartPolicy {
+    ContainerRecord::load(dirs, id)
+        .map(|r| r.agent.spec.restart_policy)
+        .unwrap_or(started_with)
+}
+
 /// Whether restart policy `policy` restarts after exit `code`, `restarts` restarts so far.
 pub fn should_restart(policy: RestartPolicy, code: i32, restarts: u32) -> bool {
     match policy {
@@ -408,10 +323,10 @@ pub fn restart_delay(current: Duration, ran: Duration) -> (Duration, Duration) {
 }
 
 /// Run the monitor for container `id` until it is gone for good.
-pub async fn run<T: Task>(
+pub async fn run(
     dirs: &StateDirs,
     rec: &ContainerRecord,
-    task: &T,
+    task: &dyn Task,
     report: &mut dyn StartReport,
 ) -> Result<(), MonitorError> {
     let id = rec.id.as_str();
@@ -460,6 +375,20 @@ pub async fn run<T: Task>(
         release_network(dirs, id);
         return Ok(());
     }
+    // Egress policy (spec.network.security): rules and resolver in the agent's network
+    // namespace before its first instruction; a monitor that adopts it starts them again.
+    let egress = match crate::egress::Guard::for_container(dirs, rec) {
+        Ok(g) => g,
+        Err(e) if initial => {
+            let e = MonitorError::backend(e, None);
+            report.failed(125, &e.to_string());
+            return Err(e);
+        }
+        Err(e) => {
+            tracing::error!("container {id}: egress policy: {e}; its DNS fails until a monitor starts the resolver");
+            None
+        }
+    };
     match adopted {
         Some(pid) => tracing::info!("adopting container {id} (pid {pid})"),
         // Its monitor died while it was restarting: this start is the restart.
@@ -469,7 +398,7 @@ pub async fn run<T: Task>(
 
     loop {
         let pumps = Pumps::spawn(out, err, &log, rec.tty);
-        let oom_before = oom_kills(&rec.cgroup_path());
+        let oom_before = rec.cgroup.oom_kills();
         let was_adopted = adopted.is_some();
         let pid = match adopted.take() {
             Some(pid) => pid,
@@ -488,7 +417,7 @@ pub async fn run<T: Task>(
                             tracing::warn!("rolling back container {id}: {re}");
                         }
                         report.failed(code, &e.to_string());
-                        return Err(e);
+                        return Err(e.into());
                     }
                     status.phase = Phase::Exited;
                     status.exit_code = Some(code);
@@ -504,12 +433,13 @@ pub async fn run<T: Task>(
                         dirs,
                         Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
                     );
+                    drop(egress);
                     release_network(dirs, id);
                     if rec.auto_remove {
                         report.wait_released(RELEASE_TIMEOUT);
                         remove_all(dirs, rec, task).await;
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             },
         };
@@ -584,6 +514,10 @@ pub async fn run<T: Task>(
                                         forced_restart = true;
                                         let _ = task.kill(libc_sigkill()).await;
                                     }
+                                    // SIGKILL, not a stop: the restart policy decides.
+                                    OnUnhealthy::Kill => {
+                                        let _ = task.kill(libc_sigkill()).await;
+                                    }
                                     OnUnhealthy::Stop => {
                                         let _ = std::fs::write(&stop_marker, b"unhealthy");
                                         let _ = task.kill(libc_sigterm()).await;
@@ -606,13 +540,14 @@ pub async fn run<T: Task>(
                 // containerd went away or the task vanished: record what we know.
                 tracing::warn!("waiting for the container: {e}");
                 status.error = Some(e.to_string());
-                -1
+                // A backend that knows how the task ended says so (a killed shim: 137).
+                e.exit_code.unwrap_or(-1)
             }
         };
         let ran = started.elapsed();
         // Any OOM kill in its cgroup during this run (docker's rule); the count starts over
         // with each new cgroup.
-        let oom = oom_kills(&rec.cgroup_path()) > oom_before || task.oom_reported();
+        let oom = rec.cgroup.oom_kills() > oom_before || task.oom_reported();
         if let Err(e) = task.cleanup().await {
             tracing::warn!("releasing the exited task: {e}");
         }
@@ -645,8 +580,9 @@ pub async fn run<T: Task>(
             Event::new(EventType::Die, id, &rec.name).with("exitCode", code),
         );
 
-        let restart =
-            !stopped && (forced_restart || should_restart(policy, code, status.restart_count));
+        let restart = !stopped
+            && (forced_restart
+                || should_restart(current_policy(dirs, id, policy), code, status.restart_count));
         if !restart {
             // The final status: exited, and no monitor from now on.
             status.phase = Phase::Exited;
@@ -674,7 +610,8 @@ pub async fn run<T: Task>(
         }
         status.restart_count += 1;
     }
-    // Gone for good: give back its address, port mappings and namespace.
+    // Gone for good: stop its resolver, give back its address, port mappings and namespace.
+    drop(egress);
     release_network(dirs, id);
     if rec.auto_remove {
         report.wait_released(RELEASE_TIMEOUT);
@@ -711,7 +648,7 @@ fn wait_for_attached_cli(dirs: &StateDirs, id: &str) {
 }
 
 /// `--rm`: the container, its records, its name.
-pub async fn remove_all<T: Task>(dirs: &StateDirs, rec: &ContainerRecord, task: &T) {
+pub async fn remove_all(dirs: &StateDirs, rec: &ContainerRecord, task: &dyn Task) {
     wait_for_attached_cli(dirs, &rec.id);
     release_network(dirs, &rec.id);
     if let Err(e) = task.remove().await {
@@ -719,6 +656,8 @@ pub async fn remove_all<T: Task>(dirs: &StateDirs, rec: &ContainerRecord, task: 
     }
     let _ = dirs.release_name(&rec.name, &rec.id);
     let _ = dirs.remove_container(&rec.id);
+    // docker's --rm takes the anonymous volumes along
+    crate::volumes::remove_anonymous_of(dirs, rec);
     record_event(dirs, Event::new(EventType::Rm, &rec.id, &rec.name));
 }
 

@@ -199,11 +199,7 @@ pub fn exec(
         code: None,
         msg: format!("encoding its configuration: {e}"),
     })?;
-    let io = |e: std::io::Error| NetError::Io {
-        op: "running",
-        path: exe.clone(),
-        source: e,
-    };
+    let io = |e: std::io::Error| NetError::Io(crate::io::IoError::new("running", exe.clone(), e));
     // portmap, bridge (ipMasq) and firewall run iptables; make sure it can be found.
     let mut path = std::env::var_os("PATH").unwrap_or_default();
     for extra in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
@@ -316,8 +312,11 @@ pub fn add_list(
     })
 }
 
-/// `DEL` the whole list in reverse order. Every plugin runs even when one fails; the failures
-/// are returned.
+/// `DEL` the whole list. Every plugin runs even when one fails; the failures are returned.
+///
+/// The plugins' DELs are independent of one another (each gets the cached ADD result, none the
+/// output of another), so they run at the same time: a detach costs the slowest plugin, not the
+/// sum of all.
 pub fn del_list(
     dirs: &PluginDirs,
     inv: Invocation<'_>,
@@ -325,14 +324,24 @@ pub fn del_list(
     runtime_config: &Value,
     prev: Option<&Value>,
 ) -> Vec<NetError> {
-    let mut errors = Vec::new();
-    for plugin in plugins(list).iter().rev() {
-        let conf = plugin_config(list, plugin, runtime_config, prev);
-        if let Err(e) = exec(dirs, "DEL", inv, &conf) {
-            errors.push(e);
-        }
-    }
-    errors
+    let confs: Vec<Value> = plugins(list)
+        .iter()
+        .rev()
+        .map(|plugin| plugin_config(list, plugin, runtime_config, prev))
+        .collect();
+    std::thread::scope(|s| {
+        let running: Vec<_> = confs
+            .iter()
+            .map(|conf| s.spawn(move || exec(dirs, "DEL", inv, conf)))
+            .collect();
+        running
+            .into_iter()
+            .filter_map(|t| match t.join() {
+                Ok(r) => r.err(),
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -38,14 +38,15 @@ pub struct NetworkDef {
 
 impl NetworkDef {
     /// The CNI conflist for this network: bridge (+ host-local IPAM under `<data>/cni/`) ->
-    /// portmap -> firewall.
-    pub fn conflist(&self, dirs: &StateDirs) -> Value {
-        json!({
+    /// portmap (when `ports`) -> firewall.
+    pub fn conflist(&self, dirs: &StateDirs, ports: bool) -> Value {
+        let mut list = json!({
             "cniVersion": cni::CNI_VERSION,
             "name": self.name,
             "plugins": [
                 {
                     "type": "bridge",
+                    "capabilities": {"ips": true},
                     "bridge": self.bridge,
                     "isGateway": true,
                     "ipMasq": true,
@@ -70,7 +71,13 @@ impl NetworkDef {
                     "backend": "iptables",
                 }
             ]
-        })
+        });
+        if !ports {
+            if let Some(plugins) = list["plugins"].as_array_mut() {
+                plugins.retain(|p| p["type"] != "portmap");
+            }
+        }
+        list
     }
 }
 
@@ -132,11 +139,9 @@ pub fn list(dirs: &StateDirs) -> Result<Vec<NetworkDef>, NetError> {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(NetError::Io {
-                op: "listing",
-                path: dir,
-                source,
-            })
+            return Err(NetError::Io(crate::io::IoError::new(
+                "listing", dir, source,
+            )))
         }
     };
     let mut out = Vec::new();
@@ -162,11 +167,9 @@ pub fn delete(dirs: &StateDirs, name: &str) -> Result<(), NetError> {
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(NetError::Io {
-            op: "removing",
-            path,
-            source,
-        }),
+        Err(source) => Err(NetError::Io(crate::io::IoError::new(
+            "removing", path, source,
+        ))),
     }
 }
 
@@ -260,10 +263,12 @@ pub fn delete_bridge(name: &str) -> Result<(), NetError> {
     }
     let io = |what: &'static str| {
         let name = name.to_string();
-        move |source: io::Error| NetError::Io {
-            op: what,
-            path: PathBuf::from("/sys/class/net").join(name),
-            source,
+        move |source: io::Error| {
+            NetError::Io(crate::io::IoError::new(
+                what,
+                PathBuf::from("/sys/class/net").join(name),
+                source,
+            ))
         }
     };
     let sock = nix::sys::socket::socket(

@@ -69,6 +69,13 @@ pub fn container_resolv_conf(dns: &[IpAddr]) -> String {
     render_resolv(&nameservers, &host.other)
 }
 
+/// resolv.conf naming only `server` (aac's egress resolver in the container's namespace), with
+/// the host's `search` and `options` lines.
+pub fn proxy_resolv_conf(server: IpAddr) -> String {
+    let host = parse_resolv(&fs::read_to_string(HOST_RESOLV).unwrap_or_default());
+    render_resolv(&[server], &host.other)
+}
+
 /// resolv.conf for a container on the host's network: `dns` when given, else a copy of the
 /// host's file.
 pub fn host_mode_resolv_conf(dns: &[IpAddr]) -> String {
@@ -78,6 +85,39 @@ pub fn host_mode_resolv_conf(dns: &[IpAddr]) -> String {
     } else {
         render_resolv(dns, &parse_resolv(&text).other)
     }
+}
+
+/// `text` with its `search`/`domain` lines replaced by `search` (none for `["."]`) and its
+/// `options` lines by `options`, each only when given.
+pub fn with_search_and_options(text: &str, search: &[String], options: &[String]) -> String {
+    if search.is_empty() && options.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    for line in text.lines() {
+        let first = line.split_whitespace().next();
+        let replaced = match first {
+            Some("search") | Some("domain") => !search.is_empty(),
+            Some("options") => !options.is_empty(),
+            _ => false,
+        };
+        if !replaced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let domains: Vec<&str> = search
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != ".")
+        .collect();
+    if !domains.is_empty() {
+        out.push_str(&format!("search {}\n", domains.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
 }
 
 fn render_resolv(nameservers: &[IpAddr], other: &[String]) -> String {
@@ -114,6 +154,17 @@ impl HostEntry {
         }
         names.retain(|n| !n.is_empty());
         HostEntry { ip, names }
+    }
+
+    /// Also `NAME.NETWORK`, as docker's resolver answers on user networks.
+    pub fn on_network(mut self, name: &str, network: &str) -> HostEntry {
+        if !name.is_empty() && !network.is_empty() {
+            let qualified = format!("{name}.{network}");
+            if !self.names.contains(&qualified) {
+                self.names.push(qualified);
+            }
+        }
+        self
     }
 }
 
@@ -153,20 +204,27 @@ pub fn host_mode_hosts(own_names: &[String]) -> String {
     text
 }
 
-/// Write a new file (replacing any old one).
+/// Write a new file (replacing any old one), in a private folder. The file itself is
+/// world-readable (0644): it is bind-mounted into the container as /etc/resolv.conf,
+/// /etc/hosts or /etc/hostname, where agents of any user read it; it holds no secret.
 pub fn write_file(path: &Path, content: &str) -> Result<(), NetError> {
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| NetError::Io {
-            op: "creating",
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        crate::state::create_private_dir(dir)?;
     }
-    fs::write(path, content).map_err(|source| NetError::Io {
-        op: "writing",
-        path: path.to_path_buf(),
-        source,
-    })
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(crate::io::io_err("creating", path))?;
+    // The mode given at creation is cut by the umask (aac runs with 077).
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(crate::io::io_err("setting the mode of", path))?;
+    f.write_all(content.as_bytes())
+        .map_err(crate::io::io_err("writing", path))?;
+    Ok(())
 }
 
 /// Rewrite an existing file in place (truncate + write, same inode) so a bind mount of it sees
@@ -176,18 +234,20 @@ pub fn rewrite_in_place(path: &Path, content: &str) -> Result<bool, NetError> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
-            return Err(NetError::Io {
-                op: "opening",
-                path: path.to_path_buf(),
+            return Err(NetError::Io(crate::io::IoError::new(
+                "opening",
+                path.to_path_buf(),
                 source,
-            })
+            )))
         }
     };
     f.write_all(content.as_bytes())
-        .map_err(|source| NetError::Io {
-            op: "writing",
-            path: path.to_path_buf(),
-            source,
+        .map_err(|source| {
+            NetError::Io(crate::io::IoError::new(
+                "writing",
+                path.to_path_buf(),
+                source,
+            ))
         })
         .map(|()| true)
 }
@@ -213,6 +273,19 @@ mod tests {
         assert!(text.contains("nameserver 10.0.0.2\n"));
         assert!(!text.contains("127.0.0.53"));
         assert!(text.contains("options ndots:2\n"));
+    }
+
+    #[test]
+    fn search_and_options_replace_the_hosts() {
+        let text = "nameserver 1.1.1.1\nsearch host.example\noptions ndots:5\n";
+        let out = with_search_and_options(text, &["a.example".into(), "b".into()], &[]);
+        assert_eq!(
+            out,
+            "nameserver 1.1.1.1\noptions ndots:5\nsearch a.example b\n"
+        );
+        let out = with_search_and_options(text, &[".".into()], &["ndots:2".into()]);
+        assert_eq!(out, "nameserver 1.1.1.1\noptions ndots:2\n");
+        assert_eq!(with_search_and_options(text, &[], &[]), text);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A container in `bridge` mode (the default network `aac`, bridge `aac0`) or on a user network
 //! gets a network namespace pinned at `<run>/netns/<id>` and the CNI chain
 //! bridge (+ host-local IPAM) -> portmap -> firewall; `none` gets a namespace with only `lo`
-//! (CNI `loopback`); `host` shares the host's network. Every attachment is recorded in
+//! (brought up in-process, no plugin); `host` shares the host's network. Every attachment is recorded in
 //! `<data>/networks/attachments/<id>.json` (network, address, ports, namespace and the CNI
 //! configuration and result), so [`detach`] can tear it down even after a crash.
 //!
@@ -35,6 +35,8 @@ use serde_json::{json, Value};
 
 use crate::agent::model::{NetworkMode, PortSpec, Protocol, ServiceDep};
 use crate::state::{self, StateDirs, StateError};
+
+use crate::io::io_err;
 
 pub use cni::{CniResult, PluginDirs};
 pub use defs::{NetworkDef, DEFAULT_BRIDGE, DEFAULT_NETWORK};
@@ -106,13 +108,8 @@ pub enum NetError {
         #[source]
         source: nix::Error,
     },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
     #[error(transparent)]
     State(#[from] StateError),
     #[error("service {name:?} is not a container on network {network}")]
@@ -123,6 +120,8 @@ pub enum NetError {
         addr: SocketAddr,
         timeout: Duration,
     },
+    #[error("address {ip}: {reason}")]
+    Address { ip: IpAddr, reason: String },
     #[error("services cannot be reached with network mode none")]
     ServicesNeedNetwork,
 }
@@ -136,7 +135,16 @@ pub struct AttachRequest<'a> {
     pub network: &'a NetworkMode,
     pub ports: &'a [PortSpec],
     pub dns: &'a [IpAddr],
+    /// resolv.conf `search` domains replacing the host's (`["."]`: none).
+    pub dns_search: &'a [String],
+    /// resolv.conf `options` replacing the host's.
+    pub dns_options: &'a [String],
+    /// The address to take on a user network (`--ip`).
+    pub ip: Option<IpAddr>,
     pub hostname: &'a str,
+    /// aac's egress resolver (`crate::egress::resolver_for`): when set, the container's
+    /// resolv.conf names only it; the resolver asks `dns` (or the host's servers).
+    pub dns_proxy: Option<IpAddr>,
 }
 
 /// What [`attach`] set up; feeds the spec builder's `netns_path` and `extra_mounts`.
@@ -179,9 +187,6 @@ pub struct AttachmentRecord {
     /// The CNI ADD result; `None` while the ADD is under way (or if it never finished).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
-    /// Whether the loopback plugin was run in the namespace.
-    #[serde(default)]
-    pub loopback: bool,
     /// The container's hosts file (rewritten when peers come and go).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts_file: Option<PathBuf>,
@@ -211,7 +216,7 @@ pub struct AttachedContainer {
     pub ports: Vec<PublishedPort>,
 }
 
-fn attachments_dir(dirs: &StateDirs) -> PathBuf {
+pub(crate) fn attachments_dir(dirs: &StateDirs) -> PathBuf {
     defs::networks_dir(dirs).join("attachments")
 }
 
@@ -219,16 +224,11 @@ fn record_path(dirs: &StateDirs, id: &str) -> PathBuf {
     attachments_dir(dirs).join(format!("{id}.json"))
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> NetError {
-    let path = path.to_path_buf();
-    move |source| NetError::Io { op, path, source }
-}
-
 /// Exclusive lock over aac's network state (definitions, records, port reservations, hosts
 /// files) for the length of one operation.
 fn lock(dirs: &StateDirs) -> Result<Flock<File>, NetError> {
     let dir = defs::networks_dir(dirs);
-    fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+    crate::state::create_private_dir(&dir)?;
     let path = dir.join(".lock");
     let f = OpenOptions::new()
         .create(true)
@@ -236,11 +236,8 @@ fn lock(dirs: &StateDirs) -> Result<Flock<File>, NetError> {
         .write(true)
         .open(&path)
         .map_err(io_err("opening", &path))?;
-    Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| NetError::Io {
-        op: "locking",
-        path,
-        source: e.into(),
-    })
+    Flock::lock(f, FlockArg::LockExclusive)
+        .map_err(|(_, e)| NetError::Io(crate::io::IoError::new("locking", path, e.into())))
 }
 
 fn validate_id(id: &str) -> Result<(), NetError> {
@@ -414,7 +411,7 @@ pub fn list_attachments(dirs: &StateDirs) -> Result<Vec<AttachmentRecord>, NetEr
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("listing", &dir)(e)),
+        Err(e) => return Err(io_err("listing", &dir)(e).into()),
     };
     let mut out = Vec::new();
     for e in entries.filter_map(|e| e.ok()) {
@@ -468,10 +465,12 @@ fn bind_mount(dest: &str, source: &Path) -> Result<Mount, NetError> {
         .source(source)
         .options(vec!["rbind".to_string(), "rprivate".to_string()])
         .build()
-        .map_err(|e| NetError::Io {
-            op: "describing the mount of",
-            path: source.to_path_buf(),
-            source: io::Error::other(e.to_string()),
+        .map_err(|e| {
+            NetError::Io(crate::io::IoError::new(
+                "describing the mount of",
+                source.to_path_buf(),
+                io::Error::other(e.to_string()),
+            ))
         })
 }
 
@@ -483,7 +482,6 @@ struct Rollback<'a> {
     record: bool,
     /// conflist, runtime config, ADD result: set once the chain ADD succeeded.
     cni: Option<(Value, Value, Value)>,
-    loopback: bool,
     /// Ports RootlessKit was asked to expose.
     rootlesskit_ports: Vec<u64>,
 }
@@ -499,16 +497,6 @@ impl Rollback<'_> {
                 ifname: CONTAINER_IFNAME,
             };
             for e in cni::del_list(&plugins, inv, list, rc, Some(result)) {
-                tracing::warn!(container = self.id, "rollback: {e}");
-            }
-        }
-        if let (Some(ns), true) = (&self.netns, self.loopback) {
-            let inv = cni::Invocation {
-                container_id: self.id,
-                netns: ns,
-                ifname: "lo",
-            };
-            for e in cni::del_list(&plugins, inv, &loopback_list(), &json!({}), None) {
                 tracing::warn!(container = self.id, "rollback: {e}");
             }
         }
@@ -528,14 +516,6 @@ impl Rollback<'_> {
             }
         }
     }
-}
-
-fn loopback_list() -> Value {
-    json!({
-        "cniVersion": cni::CNI_VERSION,
-        "name": "aac-loopback",
-        "plugins": [{"type": "loopback"}]
-    })
 }
 
 /// Connect a container to its network: namespace, CNI chain, published ports, and the
@@ -561,6 +541,9 @@ pub fn attach(dirs: &StateDirs, req: &AttachRequest<'_>) -> Result<Attachment, N
         }
         NetworkMode::Host | NetworkMode::None => None,
     };
+    if let Some(ip) = req.ip {
+        check_requested_ip(dirs, ip, def.as_ref(), req.container_id)?;
+    }
     let published = if def.is_some() {
         ports::reserve(req.ports, &taken_ports(dirs, Some(req.container_id))?)?
     } else {
@@ -579,7 +562,6 @@ pub fn attach(dirs: &StateDirs, req: &AttachRequest<'_>) -> Result<Attachment, N
         netns: None,
         record: false,
         cni: None,
-        loopback: false,
         rootlesskit_ports: Vec::new(),
     };
     match attach_steps(dirs, req, hostname, def.as_ref(), published, &mut rb) {
@@ -604,9 +586,13 @@ fn attach_steps(
         (Some(d), _) => d.name.clone(),
         (None, mode) => mode.to_string(),
     };
-    let runtime_config = json!({
+    let mut runtime_config = json!({
         "portMappings": published.iter().map(PublishedPort::cni_mapping).collect::<Vec<_>>(),
     });
+    if let (Some(ip), Some(d)) = (req.ip, def) {
+        // host-local takes the address it is given (the bridge declares the `ips` capability).
+        runtime_config["ips"] = json!([format!("{ip}/{}", d.subnet.prefix_len())]);
+    }
     let mut record = AttachmentRecord {
         container_id: id.to_string(),
         name: req.name.to_string(),
@@ -616,10 +602,11 @@ fn attach_steps(
         ip: None,
         gateway: None,
         ports: published.clone(),
-        conflist: def.map(|d| d.conflist(dirs)),
+        // portmap only has work to do when a port is published: without any, one process
+        // start fewer on attach and on detach.
+        conflist: def.map(|d| d.conflist(dirs, !published.is_empty())),
         runtime_config,
         result: None,
-        loopback: false,
         hosts_file: None,
         rootlesskit_ports: Vec::new(),
         created: defs::now_rfc3339(),
@@ -628,7 +615,6 @@ fn attach_steps(
 
     if *req.network != NetworkMode::Host {
         // Fail before creating anything when a plugin is missing.
-        plugins.find("loopback")?;
         if let Some(list) = &record.conflist {
             for p in list["plugins"].as_array().into_iter().flatten() {
                 plugins.find(p["type"].as_str().unwrap_or(""))?;
@@ -649,18 +635,7 @@ fn attach_steps(
     }
 
     if let Some(ns) = record.netns.clone() {
-        record.loopback = true;
-        cni::add_list(
-            &plugins,
-            cni::Invocation {
-                container_id: id,
-                netns: &ns,
-                ifname: "lo",
-            },
-            &loopback_list(),
-            &json!({}),
-        )?;
-        rb.loopback = true;
+        // `lo` is up already: netns::create brings it up in-process.
         if let Some(list) = record.conflist.clone() {
             let inv = cni::Invocation {
                 container_id: id,
@@ -712,18 +687,26 @@ fn attach_steps(
     }
     match req.network {
         NetworkMode::Host => {
-            files::write_file(&resolv, &files::host_mode_resolv_conf(req.dns))?;
+            let text = files::host_mode_resolv_conf(req.dns);
+            let text = files::with_search_and_options(&text, req.dns_search, req.dns_options);
+            files::write_file(&resolv, &text)?;
             files::write_file(&hosts, &files::host_mode_hosts(&own_names))?;
         }
         _ => {
-            files::write_file(&resolv, &files::container_resolv_conf(req.dns))?;
+            let text = match req.dns_proxy {
+                Some(server) => files::proxy_resolv_conf(server),
+                None => files::container_resolv_conf(req.dns),
+            };
+            let text = files::with_search_and_options(&text, req.dns_search, req.dns_options);
+            files::write_file(&resolv, &text)?;
             let own = files::HostEntry::new(
                 record
                     .ip
                     .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 1))),
                 req.name,
                 hostname,
-            );
+            )
+            .on_network(req.name, &network);
             let peers = peers_of(dirs, &network, id)?;
             files::write_file(&hosts, &files::hosts(&own, &peers))?;
         }
@@ -754,6 +737,49 @@ fn attach_steps(
 }
 
 /// Host entries of the containers on `network` other than `except`.
+/// `--ip`: on a user network, inside its subnet, not its gateway, network or broadcast
+/// address, and not another container's.
+fn check_requested_ip(
+    dirs: &StateDirs,
+    ip: IpAddr,
+    def: Option<&NetworkDef>,
+    id: &str,
+) -> Result<(), NetError> {
+    let bad = |reason: String| NetError::Address { ip, reason };
+    let Some(def) = def.filter(|d| d.name != DEFAULT_NETWORK) else {
+        return Err(bad(
+            "an address of your choice is only given on a user-defined network (aac network \
+             create NAME; --network NAME), as docker does"
+                .into(),
+        ));
+    };
+    let IpAddr::V4(v4) = ip else {
+        return Err(bad("aac's networks are IPv4".into()));
+    };
+    let net = def.subnet;
+    if !net.contains(&v4) {
+        return Err(bad(format!(
+            "not in the subnet {net} of network {}",
+            def.name
+        )));
+    }
+    if v4 == def.gateway || v4 == net.network() || v4 == net.broadcast() {
+        return Err(bad(format!(
+            "the gateway, network or broadcast address of network {}",
+            def.name
+        )));
+    }
+    for other in list_attachments(dirs)? {
+        if other.container_id != id && other.network == def.name && other.ip == Some(ip) {
+            return Err(bad(format!(
+                "already in use by container {} on network {}",
+                other.name, def.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn peers_of(
     dirs: &StateDirs,
     network: &str,
@@ -763,7 +789,9 @@ fn peers_of(
         .into_iter()
         .filter(|r| r.network == network && r.container_id != except)
         .filter_map(|r| {
-            r.ip.map(|ip| files::HostEntry::new(ip, &r.name, &r.hostname))
+            r.ip.map(|ip| {
+                files::HostEntry::new(ip, &r.name, &r.hostname).on_network(&r.name, network)
+            })
         })
         .collect())
 }
@@ -785,12 +813,14 @@ fn refresh_peer_hosts(dirs: &StateDirs, network: &str, except: Option<&str>) {
         let (Some(path), Some(ip)) = (&r.hosts_file, r.ip) else {
             continue;
         };
-        let own = files::HostEntry::new(ip, &r.name, &r.hostname);
+        let own = files::HostEntry::new(ip, &r.name, &r.hostname).on_network(&r.name, network);
         let peers: Vec<files::HostEntry> = on_net
             .iter()
             .filter(|p| p.container_id != r.container_id)
             .filter_map(|p| {
-                p.ip.map(|ip| files::HostEntry::new(ip, &p.name, &p.hostname))
+                p.ip.map(|ip| {
+                    files::HostEntry::new(ip, &p.name, &p.hostname).on_network(&p.name, network)
+                })
             })
             .collect();
         if let Err(e) = files::rewrite_in_place(path, &files::hosts(&own, &peers)) {
@@ -857,16 +887,6 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
                 tracing::warn!(container = id, "detach: {e}");
             }
         }
-        if record.loopback {
-            let inv = cni::Invocation {
-                container_id: id,
-                netns: ns,
-                ifname: "lo",
-            };
-            for e in cni::del_list(&plugins, inv, &loopback_list(), &json!({}), None) {
-                tracing::warn!(container = id, "detach: {e}");
-            }
-        }
         if let Err(e) = netns::remove(ns) {
             tracing::warn!(container = id, "detach: {e}");
         }
@@ -874,7 +894,7 @@ fn detach_locked(dirs: &StateDirs, id: &str) -> Result<(), NetError> {
     match fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing", &path)(e)),
+        Err(e) => return Err(io_err("removing", &path)(e).into()),
     }
     if record.conflist.is_some() {
         refresh_peer_hosts(dirs, &record.network, None);

@@ -30,26 +30,31 @@ fn ns_err(path: &Path, what: &'static str) -> impl FnOnce(nix::Error) -> NetErro
 /// Create a new network namespace pinned at `path` (which must not exist).
 pub fn create(path: &Path) -> Result<(), NetError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| NetError::Io {
-            op: "creating",
-            path: dir.to_path_buf(),
-            source,
+        fs::create_dir_all(dir).map_err(|source| {
+            NetError::Io(crate::io::IoError::new(
+                "creating",
+                dir.to_path_buf(),
+                source,
+            ))
         })?;
     }
     OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|source| NetError::Io {
-            op: "creating",
-            path: path.to_path_buf(),
-            source,
+        .map_err(|source| {
+            NetError::Io(crate::io::IoError::new(
+                "creating",
+                path.to_path_buf(),
+                source,
+            ))
         })?;
     // unshare(CLONE_NEWNET) changes only the calling thread: do it in a thread of its own, so
     // the caller's thread stays in its namespace.
     let result = std::thread::scope(|s| {
         s.spawn(|| -> Result<(), NetError> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(ns_err(path, "unshare"))?;
+            loopback_up().map_err(ns_err(path, "bringing up lo"))?;
             mount(
                 Some("/proc/thread-self/ns/net"),
                 path,
@@ -74,6 +79,36 @@ pub fn create(path: &Path) -> Result<(), NetError> {
     result
 }
 
+/// Set `lo` up in the calling thread's network namespace (what the CNI `loopback` plugin does,
+/// without starting a process for it). Also used by the process backend's child, after fork:
+/// it allocates nothing.
+pub fn loopback_up() -> Result<(), nix::Error> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated within IFNAMSIZ.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which lives across both calls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(nix::Error::last());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(nix::Error::last());
+        }
+    }
+    Ok(())
+}
+
 /// Unmount and delete the namespace file. Already-gone parts are not errors.
 pub fn remove(path: &Path) -> Result<(), NetError> {
     match umount2(path, MntFlags::MNT_DETACH) {
@@ -84,21 +119,23 @@ pub fn remove(path: &Path) -> Result<(), NetError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(NetError::Io {
-            op: "removing",
-            path: path.to_path_buf(),
+        Err(source) => Err(NetError::Io(crate::io::IoError::new(
+            "removing",
+            path.to_path_buf(),
             source,
-        }),
+        ))),
     }
 }
 
 /// Run `f` on a thread that has joined the network namespace at `path`. Sockets created by `f`
 /// stay in that namespace wherever they are used afterwards.
 pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, NetError> {
-    let ns = File::open(path).map_err(|source| NetError::Io {
-        op: "opening",
-        path: path.to_path_buf(),
-        source,
+    let ns = File::open(path).map_err(|source| {
+        NetError::Io(crate::io::IoError::new(
+            "opening",
+            path.to_path_buf(),
+            source,
+        ))
     })?;
     std::thread::scope(|s| {
         s.spawn(|| -> Result<T, NetError> {

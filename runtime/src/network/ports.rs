@@ -126,11 +126,11 @@ pub fn reserve(
                 std::io::ErrorKind::AddrNotAvailable => {
                     NetError::HostIpNotLocal(unspecified_or(ip))
                 }
-                _ => NetError::Io {
-                    op: "picking a free port",
-                    path: "<socket>".into(),
-                    source: e,
-                },
+                _ => NetError::Io(crate::io::IoError::new(
+                    "picking a free port",
+                    "<socket>",
+                    e,
+                )),
             })?;
             if !claimed(&slots, ip, port, p.protocol) {
                 picked = Some(port);

@@ -23,42 +23,7 @@ use nix::unistd::{
 
 use super::mounts::{self, MountOp};
 use super::seccomp;
-use super::Stage;
-
-/// A failed step in the child.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    pub stage: Stage,
-    pub errno: Errno,
-    pub detail: String,
-}
-
-impl Fail {
-    pub fn new(stage: Stage, errno: Errno, detail: impl Into<String>) -> Fail {
-        Fail {
-            stage,
-            errno,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![self.stage as u8];
-        out.extend_from_slice(&(self.errno as i32).to_le_bytes());
-        out.extend_from_slice(self.detail.as_bytes());
-        out
-    }
-
-    pub fn decode(buf: &[u8]) -> Option<Fail> {
-        let stage = Stage::from_u8(*buf.first()?)?;
-        let errno = i32::from_le_bytes(buf.get(1..5)?.try_into().ok()?);
-        Some(Fail {
-            stage,
-            errno: Errno::from_raw(errno),
-            detail: String::from_utf8_lossy(buf.get(5..).unwrap_or_default()).into_owned(),
-        })
-    }
-}
+use super::stage::{Fail, Stage};
 
 /// User namespace set-up for rootless runs: map `host_uid`/`host_gid` to 0 inside.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +64,10 @@ pub(crate) struct Plan {
     pub groups: Vec<u32>,
     /// Whether setgroups(2) may be called (not in a user namespace with setgroups denied).
     pub can_setgroups: bool,
+    /// The user namespace to join (root-run agents: their own range of host ids).
+    pub userns_fd: Option<OwnedFd>,
+    /// For each of `mounts`: the detached tree the parent opened for a bind, if any.
+    pub bind_trees: Vec<Option<OwnedFd>>,
     pub caps: Option<CapPlan>,
     pub no_new_privs: bool,
     pub seccomp: Option<seccomp::Program>,
@@ -131,6 +100,10 @@ pub(crate) struct Fds {
     /// `tasks` files of the v1 cgroups the container process joins itself, with what they
     /// are (for errors).
     pub join_cgroups: Vec<(OwnedFd, String)>,
+    /// Kept open by the waiter while the container runs (see `Stdio::hold`).
+    pub hold: Vec<OwnedFd>,
+    /// The waiter writes the container's exit code here before leaving.
+    pub exit_report: Option<OwnedFd>,
 }
 
 fn report(fd: RawFd, f: &Fail) {
@@ -163,9 +136,15 @@ fn close_others(keep: &[RawFd]) {
 
 /// The waiter: runs in the forked child of the caller. Never returns.
 pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
+    let keep: Vec<RawFd> = plan
+        .userns_fd
+        .iter()
+        .chain(plan.bind_trees.iter().flatten())
+        .map(|f| f.as_raw_fd())
+        .collect();
     run_waiter(
         fds,
-        &[],
+        &keep,
         || namespaces(plan),
         |start| container(plan, start),
     )
@@ -228,9 +207,13 @@ fn run_waiter(
     ];
     keep.extend(fds.stdio.iter().flatten().map(|f| f.as_raw_fd()));
     keep.extend(fds.join_cgroups.iter().map(|(f, _)| f.as_raw_fd()));
+    keep.extend(fds.hold.iter().map(|f| f.as_raw_fd()));
+    keep.extend(fds.exit_report.iter().map(|f| f.as_raw_fd()));
     keep.extend_from_slice(extra_keep);
     close_others(&keep);
     let _ = prctl::set_name(c"aac-wait");
+    // A container's files get the usual umask, not the monitor's private one (runc's default).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 
     if let Err(f) = enter() {
@@ -251,8 +234,10 @@ fn run_waiter(
                 sync_r,
                 stdio,
                 join_cgroups,
+                hold,
+                exit_report,
             } = fds;
-            drop(pid_w);
+            drop((pid_w, hold, exit_report));
             let err_fd = err_w.as_raw_fd();
             match body(Start {
                 sync_r,
@@ -278,6 +263,8 @@ fn run_waiter(
                 sync_r,
                 stdio,
                 join_cgroups,
+                hold,
+                exit_report,
             } = fds;
             drop((err_w, sync_r, stdio, join_cgroups));
             let _ = write(&pid_w, &child.as_raw().to_le_bytes());
@@ -296,7 +283,7 @@ fn run_waiter(
                 // SAFETY: SIG_IGN installs no handler code.
                 let _ = unsafe { signal(s, SigHandler::SigIgn) };
             }
-            relay(child)
+            relay(child, hold, exit_report)
         }
     }
 }
@@ -315,12 +302,25 @@ fn join_own_cgroups(files: Vec<(OwnedFd, String)>) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Wait for the container and leave with the same status.
-fn relay(child: nix::unistd::Pid) -> ! {
+/// Wait for the container and leave with the same status, after writing it to `exit_report`.
+/// `hold` stays open until then.
+fn relay(child: nix::unistd::Pid, hold: Vec<OwnedFd>, exit_report: Option<OwnedFd>) -> ! {
+    let report = |code: i32| {
+        if let Some(f) = &exit_report {
+            let text = code.to_string();
+            // SAFETY: writes a few bytes to a descriptor open in this process.
+            let _ = unsafe { libc::write(f.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+        }
+    };
+    let _hold = hold;
     loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => exit_now(code),
+            Ok(WaitStatus::Exited(_, code)) => {
+                report(code);
+                exit_now(code)
+            }
             Ok(WaitStatus::Signaled(_, sig, _)) => {
+                report(128 + sig as i32);
                 let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
                 let _ = prctl::set_dumpable(false);
                 // SAFETY: restoring the default disposition.
@@ -347,7 +347,23 @@ fn write_file(path: &str, content: &str, stage: Stage) -> Result<(), Fail> {
     })
 }
 
-/// In the waiter: user namespace first (rootless), then the network namespace to join, then
+fn join_netns(plan: &Plan) -> Result<(), Fail> {
+    if let Some(p) = &plan.netns_path {
+        let f = fs::File::open(p).map_err(|e| {
+            Fail::new(
+                Stage::Namespaces,
+                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+                format!("open {}", p.display()),
+            )
+        })?;
+        setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Fail::new(Stage::Namespaces, e, format!("join {}", p.display())))?;
+    }
+    Ok(())
+}
+
+/// In the waiter: the user namespace (rootless: a new one mapping the caller; root: the one
+/// the parent prepared, after the network namespace, which belongs to the initial one), then
 /// the new namespaces. The next fork lands in them (PID 1 of the new PID namespace).
 fn namespaces(plan: &Plan) -> Result<(), Fail> {
     if let Some(u) = plan.userns {
@@ -365,16 +381,19 @@ fn namespaces(plan: &Plan) -> Result<(), Fail> {
             Stage::UserNamespace,
         )?;
     }
-    if let Some(p) = &plan.netns_path {
-        let f = fs::File::open(p).map_err(|e| {
-            Fail::new(
-                Stage::Namespaces,
-                Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-                format!("open {}", p.display()),
-            )
-        })?;
-        setns(&f, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Fail::new(Stage::Namespaces, e, format!("join {}", p.display())))?;
+    join_netns(plan)?;
+    if let Some(ns) = &plan.userns_fd {
+        setns(ns, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| Fail::new(Stage::UserNamespace, e, "join the agent's user namespace"))?;
+        // Become its root (a host id of the agent's range): files made from here on have
+        // owners that exist inside.
+        let root_g = Gid::from_raw(0);
+        setresgid(root_g, root_g, root_g)
+            .map_err(|e| Fail::new(Stage::UserNamespace, e, "setresgid 0"))?;
+        setgroups(&[]).map_err(|e| Fail::new(Stage::UserNamespace, e, "setgroups"))?;
+        let root_u = Uid::from_raw(0);
+        setresuid(root_u, root_u, root_u)
+            .map_err(|e| Fail::new(Stage::UserNamespace, e, "setresuid 0"))?;
     }
     unshare(plan.unshare)
         .map_err(|e| Fail::new(Stage::Namespaces, e, format!("unshare {:?}", plan.unshare)))
@@ -425,7 +444,11 @@ fn container(plan: &Plan, start: Start) -> Result<Never, Fail> {
     sync_and_stdio(start)?;
 
     // Our cgroup in the host's hierarchy, read before the cgroup namespace hides it.
-    let own_cgroup = plan.cgroupns.then(own_cgroup).flatten();
+    let own_cgroup = plan
+        .cgroupns
+        .then(crate::cgroups::driver::own_unified_cgroup)
+        .flatten()
+        .map(PathBuf::from);
     if plan.cgroupns {
         unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| Fail::new(Stage::Namespaces, e, "unshare cgroup namespace"))?;
@@ -434,7 +457,8 @@ fn container(plan: &Plan, start: Start) -> Result<Never, Fail> {
         sethostname(h).map_err(|e| Fail::new(Stage::Hostname, e, h.clone()))?;
     }
     if plan.new_netns {
-        loopback_up().map_err(|e| Fail::new(Stage::Namespaces, e, "bring up lo"))?;
+        crate::network::netns::loopback_up()
+            .map_err(|e| Fail::new(Stage::Namespaces, e, "bring up lo"))?;
     }
 
     mounts::setup_rootfs(
@@ -442,20 +466,13 @@ fn container(plan: &Plan, start: Start) -> Result<Never, Fail> {
         plan.host_root,
         plan.root_readonly,
         &plan.mounts,
+        &plan.bind_trees,
         own_cgroup.as_deref(),
     )?;
     mounts::mask_paths(&plan.masked)?;
     mounts::readonly_paths(&plan.readonly)?;
 
     finish(plan)
-}
-
-/// This process's cgroup v2 path (the `0::` line of /proc/self/cgroup).
-fn own_cgroup() -> Option<PathBuf> {
-    let text = fs::read_to_string("/proc/self/cgroup").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(PathBuf::from)
 }
 
 /// Limits, credentials, capabilities, seccomp, working directory, then `execve`.
@@ -597,30 +614,4 @@ impl ErrnoOnly for nix::Result<std::convert::Infallible> {
             Err(e) => e,
         }
     }
-}
-
-/// Bring up the loopback interface of a new network namespace.
-fn loopback_up() -> Result<(), Errno> {
-    // SAFETY: plain socket/ioctl calls on a zeroed ifreq that we own.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(Errno::last());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req);
-        if rc == 0 {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req);
-        }
-        let err = Errno::last();
-        libc::close(sock);
-        if rc != 0 {
-            return Err(err);
-        }
-    }
-    Ok(())
 }

@@ -12,10 +12,13 @@
 //! Rootless runs apply cgroup limits only where the cgroup tree is writable by the user and
 //! report the rest as [`NotEnforced`] warnings.
 
-mod cgroup;
 mod child;
 mod mounts;
 pub mod seccomp;
+mod stage;
+pub mod userns;
+
+pub use stage::Stage;
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
@@ -33,85 +36,11 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, read, write, ForkResult, Pid};
 use oci_spec::runtime::{Capabilities, LinuxNamespaceType, PosixRlimitType, Spec};
 
-use self::cgroup::{Cgroups, Limits};
-use self::child::{CapPlan, ExecTarget, Fail, Fds, Plan, UserNs};
+use self::child::{CapPlan, ExecTarget, Fds, Plan, UserNs};
+use self::stage::Fail;
+use crate::cgroups::manager::{procs_files, relative_path};
+use crate::cgroups::{Cgroups, Limits};
 use crate::spec::builder::DEFAULT_PATH;
-
-/// The step of the container set-up that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Stage {
-    UserNamespace = 1,
-    Namespaces,
-    Fork,
-    Sync,
-    Stdio,
-    Hostname,
-    Mounts,
-    Pivot,
-    MaskedPaths,
-    ReadonlyPaths,
-    Rlimits,
-    User,
-    Capabilities,
-    NoNewPrivs,
-    Seccomp,
-    Cwd,
-    Exec,
-    Cgroup,
-}
-
-impl Stage {
-    const ALL: [Stage; 18] = [
-        Stage::UserNamespace,
-        Stage::Namespaces,
-        Stage::Fork,
-        Stage::Sync,
-        Stage::Stdio,
-        Stage::Hostname,
-        Stage::Mounts,
-        Stage::Pivot,
-        Stage::MaskedPaths,
-        Stage::ReadonlyPaths,
-        Stage::Rlimits,
-        Stage::User,
-        Stage::Capabilities,
-        Stage::NoNewPrivs,
-        Stage::Seccomp,
-        Stage::Cwd,
-        Stage::Exec,
-        Stage::Cgroup,
-    ];
-
-    fn from_u8(b: u8) -> Option<Stage> {
-        Stage::ALL.iter().copied().find(|s| *s as u8 == b)
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Stage::UserNamespace => "creating the user namespace",
-            Stage::Namespaces => "creating namespaces",
-            Stage::Fork => "forking the container process",
-            Stage::Sync => "waiting for the parent",
-            Stage::Stdio => "setting up stdio",
-            Stage::Hostname => "setting the hostname",
-            Stage::Mounts => "setting up mounts",
-            Stage::Pivot => "switching to the new root",
-            Stage::MaskedPaths => "masking paths",
-            Stage::ReadonlyPaths => "making paths read-only",
-            Stage::Rlimits => "setting rlimits",
-            Stage::User => "switching user",
-            Stage::Capabilities => "setting capabilities",
-            Stage::NoNewPrivs => "setting no_new_privs",
-            Stage::Seccomp => "installing seccomp",
-            Stage::Cwd => "changing to the working directory",
-            Stage::Exec => "executing the command",
-            Stage::Cgroup => "joining the container's cgroups",
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -131,6 +60,8 @@ pub enum ProcessError {
     },
     #[error("cgroup {path}: {reason}")]
     Cgroup { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Cgroups(#[from] crate::cgroups::CgroupError),
     #[error("opening {what} {path}: {source}")]
     Stdio {
         what: &'static str,
@@ -176,27 +107,7 @@ fn sys(context: &'static str) -> impl FnOnce(Errno) -> ProcessError {
     move |errno| ProcessError::Sys { context, errno }
 }
 
-/// A limit of the spec that this run cannot enforce, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotEnforced {
-    pub limit: String,
-    pub reason: String,
-}
-
-impl NotEnforced {
-    fn new(limit: &str, reason: impl Into<String>) -> NotEnforced {
-        NotEnforced {
-            limit: limit.to_string(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for NotEnforced {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} not enforced: {}", self.limit, self.reason)
-    }
-}
+pub use crate::cgroups::NotEnforced;
 
 /// One of the container's standard streams.
 #[derive(Debug, Default)]
@@ -217,6 +128,13 @@ pub struct Stdio {
     pub stdin: StdioSpec,
     pub stdout: StdioSpec,
     pub stderr: StdioSpec,
+    /// Descriptors the waiter keeps open for as long as the container runs, never reading
+    /// them: the read ends of the output FIFOs, so that the container's writes wait instead
+    /// of failing with EPIPE while its monitor is gone (a new one reads on).
+    pub hold: Vec<OwnedFd>,
+    /// Where the waiter writes the container's exit code (decimal, 128+n for signal n) before
+    /// it leaves, so a monitor that adopted the container (not the waiter's parent) learns it.
+    pub exit_report: Option<OwnedFd>,
 }
 
 /// What the container sees as `/`.
@@ -232,31 +150,27 @@ pub enum RootMode {
 
 #[derive(Debug)]
 pub struct SpawnOptions {
-    /// Container ID: names the cgroup (`<cgroup_root>/<linux.cgroupsPath>`).
+    /// Container ID.
     pub id: String,
     pub stdio: Stdio,
     pub root_mode: RootMode,
-    /// Where the spec's `linux.cgroupsPath` goes in each hierarchy: `/` for root, a delegated
-    /// (v2) or chowned (v1) subtree for rootless runs.
-    pub cgroup_root: PathBuf,
     /// Run without privileges: a user namespace maps the caller to root inside, and cgroup
     /// limits apply only where the cgroup tree is writable.
     pub rootless: bool,
+    /// When run by root: the agent's root is an unprivileged range of host ids (the `aac`
+    /// user's subordinate ids, see [`userns`]) rather than the host's root.
+    pub own_ids: bool,
 }
 
 impl SpawnOptions {
-    /// Defaults: inherited stdio, the host root, cgroups at the hierarchy root (for a rootless
-    /// caller: its `aac-<user>` subtree when one exists), rootless when the caller is not root.
+    /// Defaults: inherited stdio, the host root, rootless when the caller is not root.
     pub fn new(id: &str) -> SpawnOptions {
-        let euid = nix::unistd::geteuid();
         SpawnOptions {
             id: id.to_string(),
             stdio: Stdio::default(),
             root_mode: RootMode::Host,
-            // A rootless user's subtree from `aac system setup-rootless`, when there is one.
-            cgroup_root: crate::host::rootless_cgroup_root(euid.as_raw())
-                .unwrap_or_else(|| PathBuf::from("/")),
-            rootless: !euid.is_root(),
+            rootless: !nix::unistd::geteuid().is_root(),
+            own_ids: true,
         }
     }
 }
@@ -488,71 +402,6 @@ impl PidFd {
     }
 }
 
-/// The cgroup root (the part of the tree the spec's `linux.cgroupsPath` goes under) for runs
-/// by this user: `$AAC_CGROUP_ROOT` when set; `/` for root; for other users the subtree
-/// `aac system setup-rootless` made, else the top of a delegated v2 subtree they run in, else
-/// the cgroup they are in when it is writable by them, else `/` (where creating fails and the
-/// limits are reported as not enforced).
-pub fn default_cgroup_root() -> PathBuf {
-    if let Some(v) = std::env::var_os("AAC_CGROUP_ROOT").filter(|v| !v.is_empty()) {
-        return PathBuf::from(v);
-    }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/");
-    }
-    // A subtree `aac system setup-rootless` prepared for this user.
-    if let Some(r) = crate::host::rootless_cgroup_root(nix::unistd::getuid().as_raw()) {
-        return r;
-    }
-    // A delegated v2 subtree the caller runs in (a scope of the user's systemd instance).
-    if let Some(r) = crate::host::delegated_cgroup_root(nix::unistd::geteuid().as_raw()) {
-        return r;
-    }
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let Ok(layout) = crate::stats::CgroupLayout::detect() else {
-        return PathBuf::from("/");
-    };
-    let v2 = layout.mode() == crate::stats::CgroupMode::Unified;
-    for line in own.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let dir = if v2 && ctrls.is_empty() {
-            layout.unified_dir(path).ok().flatten()
-        } else if !v2 && ctrls.split(',').any(|c| c == "memory") {
-            layout.v1_dir("memory", path).ok().flatten()
-        } else {
-            None
-        };
-        if let Some(d) = dir {
-            if path != "/" && nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok() {
-                return PathBuf::from(path);
-            }
-        }
-    }
-    PathBuf::from("/")
-}
-
-/// Remove the cgroup(s) at `cgroups_path` (a spec's `linux.cgroupsPath`, relative to each
-/// hierarchy's root), killing anything left in them.
-pub fn cleanup_cgroup(cgroups_path: &Path) -> Result<(), ProcessError> {
-    let path = cgroup::relative_path(Path::new("/"), cgroups_path);
-    if path.as_os_str().is_empty() {
-        return Err(ProcessError::InvalidSpec(
-            "linux.cgroupsPath names the cgroup root".into(),
-        ));
-    }
-    if cgroup::remove_path(&path) {
-        Ok(())
-    } else {
-        Err(ProcessError::Cgroup {
-            path,
-            reason: "could not remove it (processes left?)".into(),
-        })
-    }
-}
-
 /// Run `spec`'s process (its `args` are the command) inside the running container whose
 /// main process is `pid`: in its cgroups and namespaces (user, cgroup, ipc, uts, net, pid,
 /// mount, whichever differ from the caller's), under its root, with the spec's user, groups,
@@ -560,7 +409,7 @@ pub fn cleanup_cgroup(cgroups_path: &Path) -> Result<(), ProcessError> {
 /// executed (or failed to); its cgroups belong to the container ([`Child::cleanup`] is a no-op).
 pub fn exec_in(pid: i32, spec: &Spec, stdio: &Stdio) -> Result<Child, ProcessError> {
     let target = open_target(pid)?;
-    let rootless = target
+    let joins_userns = target
         .namespaces
         .iter()
         .any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER);
@@ -568,11 +417,11 @@ pub fn exec_in(pid: i32, spec: &Spec, stdio: &Stdio) -> Result<Child, ProcessErr
         id: format!("exec-{pid}"),
         stdio: Stdio::default(),
         root_mode: RootMode::Host,
-        cgroup_root: PathBuf::from("/"),
-        rootless,
+        rootless: joins_userns && !nix::unistd::geteuid().is_root(),
+        own_ids: false,
     };
     let mut warnings = Vec::new();
-    let plan = make_plan(spec, &opts, &mut warnings)?;
+    let plan = make_plan(spec, &opts, false, &mut warnings)?;
     let mut cgroups = Cgroups::none();
     let (cpid, waiter, pidfd) = start(stdio, &mut cgroups, |fds| {
         child::exec_waiter(&plan, &target, fds)
@@ -644,29 +493,24 @@ fn open_target(pid: i32) -> Result<ExecTarget, ProcessError> {
     let rootless = namespaces
         .iter()
         .any(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    if nix::unistd::geteuid().is_root() {
+        // Root joins the others first (some, like a network namespace aac made, belong to
+        // the initial user namespace, out of reach from inside the agent's), its user
+        // namespace last. An unprivileged caller needs the user namespace first.
+        if let Some(i) = namespaces
+            .iter()
+            .position(|(_, f, _)| *f == CloneFlags::CLONE_NEWUSER)
+        {
+            let user = namespaces.remove(i);
+            namespaces.push(user);
+        }
+    }
     let root = open_flags(&proc_dir.join("root"), OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
     Ok(ExecTarget {
-        cgroup_procs: cgroup::procs_files(pid, rootless)?,
+        cgroup_procs: procs_files(pid, rootless)?,
         namespaces,
         root,
     })
-}
-
-/// Remove the cgroups of container `id` (spec cgroupsPath `/aac/<id>`) under `cgroup_root`.
-pub fn cleanup(id: &str, cgroup_root: &Path) -> Result<(), ProcessError> {
-    check_id(id)?;
-    let path = cgroup::relative_path(
-        cgroup_root,
-        Path::new(&format!("/{}/{id}", crate::spec::builder::CGROUP_PARENT)),
-    );
-    if cgroup::remove_path(&path) {
-        Ok(())
-    } else {
-        Err(ProcessError::Cgroup {
-            path,
-            reason: "could not remove it (processes left?)".into(),
-        })
-    }
 }
 
 fn check_id(id: &str) -> Result<(), ProcessError> {
@@ -729,6 +573,7 @@ fn cap_set(set: &Option<Capabilities>) -> Result<CapsHashSet, ProcessError> {
 fn make_plan(
     spec: &Spec,
     opts: &SpawnOptions,
+    spawning: bool,
     warnings: &mut Vec<NotEnforced>,
 ) -> Result<Plan, ProcessError> {
     let process = spec
@@ -823,6 +668,23 @@ fn make_plan(
     } else {
         None
     };
+    // Root: the agent's own range of host ids, prepared here (see [`userns`]).
+    let id_range = if spawning && !opts.rootless && opts.own_ids {
+        Some(userns::host_range()?)
+    } else {
+        None
+    };
+    if let Some(r) = id_range {
+        let outside = |id: u32| id >= r.count;
+        if outside(uid) || outside(gid) || groups.iter().any(|g| outside(*g)) {
+            return Err(ProcessError::InvalidSpec(format!(
+                "user {uid}:{gid} (groups {groups:?}) is outside the agent's user namespace \
+                 (ids 0-{})",
+                r.count - 1
+            )));
+        }
+    }
+    let userns_fd = id_range.map(userns::create).transpose()?;
 
     let caps = match process.capabilities() {
         Some(c) => Some(CapPlan {
@@ -870,6 +732,29 @@ fn make_plan(
     if userns.is_some() {
         mounts::drop_unmapped_ids(&mut mounts);
     }
+    // Volumes (and the network files) as detached trees the parent opened: the agent may not
+    // be able to reach their paths (aac's 0700 state), and in its own range of ids they are
+    // idmapped so that its root owns what the host's root owns.
+    let mut bind_trees = Vec::with_capacity(mounts.len());
+    for op in &mounts {
+        bind_trees.push(match (op, &userns_fd) {
+            (mounts::MountOp::Bind { source, opts, .. }, Some(ns)) => {
+                let (tree, mapped) = userns::idmapped_tree(source, opts.recursive, ns)?;
+                if !mapped && !opts.readonly {
+                    warnings.push(NotEnforced::new(
+                        "volume ownership",
+                        format!(
+                            "{} cannot be idmapped (filesystem without idmapped mounts): the \
+                             agent sees the host's owners there",
+                            source.display()
+                        ),
+                    ));
+                }
+                Some(tree)
+            }
+            _ => None,
+        });
+    }
     let paths = |v: Option<&Vec<String>>| -> Vec<PathBuf> {
         v.into_iter().flatten().map(PathBuf::from).collect()
     };
@@ -891,6 +776,8 @@ fn make_plan(
         uid,
         gid,
         can_setgroups: userns.is_none(),
+        userns_fd,
+        bind_trees,
         groups,
         caps,
         no_new_privs: process.no_new_privileges().unwrap_or(false),
@@ -900,6 +787,53 @@ fn make_plan(
         path_dirs,
         cwd: process.cwd().clone(),
     })
+}
+
+/// The network namespace aac made for the agent belongs to the initial user namespace, where
+/// the agent's capabilities (held in its own) count for nothing: what they would allow there,
+/// the namespace's own sysctls allow instead. NET_BIND_SERVICE: ports below 1024
+/// (`ip_unprivileged_port_start`); NET_RAW: ICMP echo sockets (`ping_group_range`). The
+/// namespace is the agent's alone, so this reaches no one else.
+fn network_sysctls(ns: &Path, caps: Option<&CapPlan>) -> Result<(), ProcessError> {
+    let has = |c: caps::Capability| {
+        caps.is_none_or(|p| p.effective.contains(&c) || p.ambient.contains(&c))
+    };
+    let mut writes: Vec<(&'static str, &'static str)> = Vec::new();
+    if has(caps::Capability::CAP_NET_BIND_SERVICE) {
+        writes.push(("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"));
+    }
+    if has(caps::Capability::CAP_NET_RAW) {
+        writes.push(("/proc/sys/net/ipv4/ping_group_range", "0 2147483647"));
+    }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let ns = ns.to_path_buf();
+    // A thread of its own joins the namespace (setns changes only the calling thread) and
+    // ends there.
+    std::thread::spawn(move || -> Result<(), ProcessError> {
+        let err = |detail: String| {
+            move |errno| ProcessError::Setup {
+                stage: Stage::Namespaces,
+                detail,
+                errno,
+            }
+        };
+        let f = std::fs::File::open(&ns)
+            .map_err(|e| err(format!("open {}", ns.display()))(io_errno(&e)))?;
+        nix::sched::setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(err(format!("join {}", ns.display())))?;
+        for (path, value) in writes {
+            std::fs::write(path, value).map_err(|e| err(format!("write {path}"))(io_errno(&e)))?;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| sys("setting the network namespace's sysctls")(Errno::EIO))?
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 fn open_stdio(s: &StdioSpec, fd: RawFd) -> Result<Option<OwnedFd>, ProcessError> {
@@ -969,27 +903,29 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 pub fn spawn(spec: &Spec, opts: &SpawnOptions) -> Result<Child, ProcessError> {
     check_id(&opts.id)?;
     let mut warnings = Vec::new();
-    let plan = make_plan(spec, opts, &mut warnings)?;
+    let plan = make_plan(spec, opts, true, &mut warnings)?;
+    if plan.userns_fd.is_some() {
+        if let Some(ns) = &plan.netns_path {
+            network_sysctls(ns, plan.caps.as_ref())?;
+        }
+    }
 
-    let cgroups_path = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| {
-            PathBuf::from(format!(
-                "/{}/{}",
-                crate::spec::builder::CGROUP_PARENT,
-                opts.id
-            ))
-        });
-    let path = cgroup::relative_path(&opts.cgroup_root, &cgroups_path);
-    if path.as_os_str().is_empty() {
+    // The spec's cgroups path is the cgroup's place in each hierarchy
+    // ([`crate::cgroups::CgroupPlan::for_process`]); none means no cgroup of its own.
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let path = cgroups_path
+        .as_deref()
+        .map(|p| relative_path(Path::new("/"), p));
+    if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
         return Err(ProcessError::InvalidSpec(
             "linux.cgroupsPath names the cgroup root".into(),
         ));
     }
     let limits = Limits::from_spec(spec.linux().as_ref().and_then(|l| l.resources().as_ref()));
-    let mut cgroups = Cgroups::create(&path, &limits, !opts.rootless, &mut warnings)?;
+    let mut cgroups = match &path {
+        Some(path) => Cgroups::create(path, &limits, !opts.rootless, &mut warnings)?,
+        None => Cgroups::none(),
+    };
 
     match start(&opts.stdio, &mut cgroups, |fds| child::waiter(&plan, fds)) {
         Ok((pid, waiter, pidfd)) => {
@@ -1020,6 +956,15 @@ fn start(
     cgroups: &mut Cgroups,
     run_waiter: impl FnOnce(Fds),
 ) -> Result<(i32, Pid, Option<OwnedFd>), ProcessError> {
+    let dup = |f: &OwnedFd| {
+        f.try_clone().map_err(|source| ProcessError::Stdio {
+            what: "a held descriptor",
+            path: PathBuf::from(format!("fd {}", f.as_raw_fd())),
+            source,
+        })
+    };
+    let hold = stdio.hold.iter().map(dup).collect::<Result<Vec<_>, _>>()?;
+    let exit_report = stdio.exit_report.as_ref().map(dup).transpose()?;
     let stdio = [
         open_stdio(&stdio.stdin, 0)?,
         open_stdio(&stdio.stdout, 1)?,
@@ -1040,6 +985,8 @@ fn start(
                 sync_r,
                 stdio,
                 join_cgroups,
+                hold,
+                exit_report,
             });
             // The waiter never returns; should it, leave without touching the parent's state.
             // SAFETY: _exit in a forked child.
@@ -1047,7 +994,7 @@ fn start(
         }
         ForkResult::Parent { child } => child,
     };
-    drop((err_w, pid_w, sync_r, stdio, join_cgroups));
+    drop((err_w, pid_w, sync_r, stdio, join_cgroups, hold, exit_report));
 
     let fail = |e: ProcessError| {
         let _ = kill(waiter, Signal::SIGKILL);
@@ -1067,7 +1014,7 @@ fn start(
     let pid = i32::from_le_bytes(raw);
     let pidfd = pidfd_open(pid);
 
-    cgroups.add(pid).map_err(fail)?;
+    cgroups.add(pid).map_err(|e| fail(e.into()))?;
     write(&sync_w, &[1u8]).map_err(|e| fail(sys("starting the container")(e)))?;
     drop(sync_w);
 

@@ -13,8 +13,7 @@ use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root};
 use oci_spec::runtime::Mount;
 
-use super::child::Fail;
-use super::Stage;
+use super::stage::{Fail, Stage};
 
 /// Where the new root is assembled, inside the child's private mount namespace: a tmpfs mounted
 /// over the host's `/tmp` there (the host never sees it) holds the mount point.
@@ -212,25 +211,19 @@ pub(crate) fn plan(mounts: &[Mount], host_root: bool, cgroupns: bool) -> Vec<Mou
     out
 }
 
-/// Whether a missing mount point at `dest` may be created: always in a prepared rootfs; on the
-/// host root only inside a filesystem the container mounted itself (never on the host's).
+/// Whether a missing mount point at `dest` may be created where it is: always in a prepared
+/// rootfs; on the host root only inside a filesystem the container mounted itself or a
+/// writable volume (never on the host's own tree: that one is spliced first, see [`splice`]).
 fn may_create(dest: &Path, host_root: bool, done: &[MountOp]) -> bool {
     !host_root
         || done.iter().any(|op| {
-            matches!(op, MountOp::Fs { .. } | MountOp::Dev { .. }) && dest.starts_with(op.dest())
+            let own = match op {
+                MountOp::Fs { .. } | MountOp::Dev { .. } => true,
+                MountOp::Bind { opts, .. } => !opts.readonly,
+                _ => false,
+            };
+            own && dest.starts_with(op.dest())
         })
-}
-
-fn check_creatable(target: &Path, shown: &Path, allowed: bool) -> Result<(), Fail> {
-    if allowed || target.exists() {
-        Ok(())
-    } else {
-        Err(fail(format!(
-            "mount point {} does not exist on the host (the process backend does not create it \
-             there)",
-            shown.display()
-        ))(Errno::ENOENT))
-    }
 }
 
 fn fail(detail: impl Into<String>) -> impl FnOnce(Errno) -> Fail {
@@ -315,16 +308,191 @@ fn mounts_under(top: &Path) -> Result<Vec<PathBuf>, Errno> {
     Ok(out)
 }
 
-/// Make every mount at or below `top` read-only (each bind remount affects one mount).
+/// Make every mount at or below `top` read-only, nosuid and nodev: one recursive
+/// `mount_setattr` (flags locked in a user namespace can be added, never cleared), else one
+/// bind remount per mount, skipping those that cannot be reached (hidden, or below a
+/// directory the caller may not enter: the agent cannot reach them either).
 fn readonly_tree(top: &Path) -> Result<(), Fail> {
+    match setattr_recursive(
+        top,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ENOSYS | Errno::EINVAL) => {}
+        Err(e) => return Err(fail(format!("make {} read-only", top.display()))(e)),
+    }
     for p in mounts_under(top).map_err(fail(format!("reading mounts under {}", top.display())))? {
-        match remount_bind(&p, MsFlags::empty(), true) {
-            // A mount hidden under another one, or gone: nothing to protect.
-            Ok(()) | Err(Errno::ENOENT) => {}
+        match remount_bind(&p, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true) {
+            Ok(()) | Err(Errno::ENOENT | Errno::EACCES) => {}
             Err(e) => return Err(fail(format!("remount {} read-only", p.display()))(e)),
         }
     }
     Ok(())
+}
+
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+/// mount_setattr(2) on `dirfd`/`path` with `flags` (AT_RECURSIVE, AT_EMPTY_PATH...).
+pub(crate) fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    attr: &MountAttr,
+) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and attr a properly sized mount_attr, both outliving
+    // the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// Attach a detached mount tree (from open_tree) at `target`.
+fn move_tree(tree: &std::os::fd::OwnedFd, target: &Path) -> Result<(), Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let c =
+        std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: move_mount with a descriptor we hold and NUL-terminated paths.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+fn setattr_recursive(path: &Path, set: u64) -> Result<(), Errno> {
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    mount_setattr(
+        libc::AT_FDCWD,
+        &c,
+        AT_RECURSIVE,
+        &MountAttr {
+            attr_set: set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    )
+}
+
+/// Turn `dir` (a directory of the read-only host tree inside the new root) into a tmpfs that
+/// holds binds of everything that was in it, so that mount points missing on the host can be
+/// created there without touching the host (bwrap's tmpfs root, one level at a time). The
+/// binds keep the read-only flags of what they show; the tmpfs is made read-only once the
+/// mount points exist (see [`seal`]).
+fn splice(dir: &Path, n: usize) -> Result<(), Fail> {
+    let scratch = Path::new(STAGE_DIR).join(format!("aac-splice-{n}"));
+    ensure_dir(&scratch)?;
+    let what = || format!("splice {}", unstaged(dir).display());
+    mount(
+        Some(dir),
+        &scratch,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(fail(what()))?;
+    let mode = fs::metadata(&scratch)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o755);
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode={mode:o},size=64k").as_str()),
+    )
+    .map_err(fail(what()))?;
+    let entries = fs::read_dir(&scratch).map_err(|e| fail(what())(io_errno(&e)))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| fail(what())(io_errno(&e)))?;
+        let ft = entry.file_type().map_err(|e| fail(what())(io_errno(&e)))?;
+        let from = entry.path();
+        let to = dir.join(entry.file_name());
+        let made = if ft.is_symlink() {
+            fs::read_link(&from).and_then(|t| symlink(t, &to))
+        } else if ft.is_dir() {
+            fs::create_dir(&to)
+        } else {
+            fs::File::create(&to).map(drop)
+        };
+        made.map_err(|e| fail(format!("splice {}", unstaged(&to).display()))(io_errno(&e)))?;
+        if !ft.is_symlink() {
+            mount(
+                Some(from.as_path()),
+                &to,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(fail(format!("splice {}", unstaged(&to).display())))?;
+        }
+    }
+    umount2(&scratch, MntFlags::MNT_DETACH).map_err(fail(what()))?;
+    let _ = fs::remove_dir(&scratch);
+    Ok(())
+}
+
+/// Make the spliced tmpfs directories read-only, like the host tree they stand for.
+fn seal(spliced: &[PathBuf]) -> Result<(), Fail> {
+    for d in spliced.iter().rev() {
+        remount_bind(d, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, true)
+            .map_err(fail(format!("remount {} read-only", unstaged(d).display())))?;
+    }
+    Ok(())
+}
+
+/// A staged path as the container will see it.
+fn unstaged(p: &Path) -> PathBuf {
+    match p.strip_prefix(NEW_ROOT) {
+        Ok(rel) => Path::new("/").join(rel),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+/// The deepest existing directory on the way to `target` (staged).
+fn existing_ancestor(target: &Path) -> PathBuf {
+    target
+        .ancestors()
+        .skip(1)
+        .find(|a| a.exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(NEW_ROOT))
 }
 
 fn ensure_dir(path: &Path) -> Result<(), Fail> {
@@ -435,6 +603,7 @@ pub(crate) fn setup_rootfs(
     host_root: bool,
     readonly: bool,
     ops: &[MountOp],
+    trees: &[Option<std::os::fd::OwnedFd>],
     own_cgroup: Option<&Path>,
 ) -> Result<(), Fail> {
     let stage = Path::new(STAGE_DIR);
@@ -442,9 +611,10 @@ pub(crate) fn setup_rootfs(
     // Bind sources are host paths, but the staging tmpfs hides the host's /tmp: open them
     // (O_PATH) first and bind through /proc/self/fd.
     let mut sources = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
+        let has_tree = matches!(trees.get(i), Some(Some(_)));
         sources.push(match op {
-            MountOp::Bind { source, .. } => Some(
+            MountOp::Bind { source, .. } if !has_tree => Some(
                 fs::OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -479,15 +649,25 @@ pub(crate) fn setup_rootfs(
         None::<&str>,
     )
     .map_err(fail(format!("bind {} as the root", root_source.display())))?;
-    if readonly {
+    // The host's own tree is never the agent's to change; a prepared rootfs is read-only
+    // when the spec says so.
+    if readonly || host_root {
         readonly_tree(new_root)?;
     }
+    let mut spliced: Vec<PathBuf> = Vec::new();
 
     for (i, op) in ops.iter().enumerate() {
         let target = staged(op.dest());
         let shown = op.dest();
-        if !matches!(op, MountOp::KeepHost { .. }) {
-            check_creatable(&target, shown, may_create(shown, host_root, &ops[..i]))?;
+        if !matches!(op, MountOp::KeepHost { .. })
+            && !target.exists()
+            && !may_create(shown, host_root, &ops[..i])
+        {
+            let dir = existing_ancestor(&target);
+            if !spliced.contains(&dir) {
+                splice(&dir, spliced.len())?;
+                spliced.push(dir);
+            }
         }
         match op {
             MountOp::Proc { opts, .. } => mount_fs("proc", &target, "proc", opts, shown)?,
@@ -509,36 +689,51 @@ pub(crate) fn setup_rootfs(
             } => mount_fs(source, &target, fstype, opts, shown)?,
             MountOp::Bind { source, opts, .. } => {
                 let shown_source = source;
-                let Some(Some(src)) = sources.get(i) else {
-                    return Err(fail(format!("bind source {}", source.display()))(
-                        Errno::EBADF,
-                    ));
-                };
-                let meta = src.metadata().map_err(|e| {
-                    fail(format!("bind source {}", shown_source.display()))(io_errno(&e))
-                })?;
-                let source = &PathBuf::from(format!("/proc/self/fd/{}", src.as_raw_fd()));
-                if meta.is_dir() {
-                    ensure_dir(&target)?;
+                if let Some(Some(tree)) = trees.get(i) {
+                    let meta = nix::sys::stat::fstat(tree.as_raw_fd())
+                        .map_err(fail(format!("bind source {}", shown_source.display())))?;
+                    if meta.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                        ensure_dir(&target)?;
+                    } else {
+                        ensure_file(&target)?;
+                    }
+                    move_tree(tree, &target).map_err(fail(format!(
+                        "bind {} on {}",
+                        shown_source.display(),
+                        shown.display()
+                    )))?;
                 } else {
-                    ensure_file(&target)?;
+                    let Some(Some(src)) = sources.get(i) else {
+                        return Err(fail(format!("bind source {}", source.display()))(
+                            Errno::EBADF,
+                        ));
+                    };
+                    let meta = src.metadata().map_err(|e| {
+                        fail(format!("bind source {}", shown_source.display()))(io_errno(&e))
+                    })?;
+                    let source = &PathBuf::from(format!("/proc/self/fd/{}", src.as_raw_fd()));
+                    if meta.is_dir() {
+                        ensure_dir(&target)?;
+                    } else {
+                        ensure_file(&target)?;
+                    }
+                    let mut flags = MsFlags::MS_BIND;
+                    if opts.recursive {
+                        flags |= MsFlags::MS_REC;
+                    }
+                    mount(
+                        Some(source.as_path()),
+                        &target,
+                        None::<&str>,
+                        flags,
+                        None::<&str>,
+                    )
+                    .map_err(fail(format!(
+                        "bind {} on {}",
+                        shown_source.display(),
+                        shown.display()
+                    )))?;
                 }
-                let mut flags = MsFlags::MS_BIND;
-                if opts.recursive {
-                    flags |= MsFlags::MS_REC;
-                }
-                mount(
-                    Some(source.as_path()),
-                    &target,
-                    None::<&str>,
-                    flags,
-                    None::<&str>,
-                )
-                .map_err(fail(format!(
-                    "bind {} on {}",
-                    shown_source.display(),
-                    shown.display()
-                )))?;
                 // The bound tree may be read-only (read-only root): a volume is writable
                 // unless asked otherwise.
                 let mut extra = opts.flags;
@@ -556,6 +751,7 @@ pub(crate) fn setup_rootfs(
     }
 
     drop(sources);
+    seal(&spliced)?;
     chdir(new_root).map_err(fail("chdir to the new root"))?;
     pivot_root(".", ".").map_err(|e| Fail::new(Stage::Pivot, e, "pivot_root"))?;
     // The old root now sits on top of the new one: detach it.

@@ -8,24 +8,24 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    LinuxSeccomp, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::agent::values::{ALL_CAPABILITIES, DEFAULT_CAPABILITIES};
-use crate::agent::{Agent, EnvSource, NetworkMode, SeccompProfile, VolumeSpec, VolumeType};
-use crate::host::CgroupDriver;
+use crate::agent::{
+    Agent, EnvSource, MemorySwap, NetworkMode, SeccompProfile, VolumeSpec, VolumeType,
+};
+use crate::cgroups::CgroupPlan;
 use crate::image_config::ImageConfig;
 
 use super::seccomp;
 
 /// The OCI runtime-spec version our specs follow (what runc 1.1 implements).
 pub const OCI_VERSION: &str = "1.0.2-dev";
-/// Parent cgroup of every aac container.
-pub const CGROUP_PARENT: &str = "aac";
 /// CFS period used to express CPU limits.
 pub const CPU_PERIOD_US: u64 = 100_000;
 /// Soft and hard `RLIMIT_NOFILE` we ask for when the host allows it (docker's default).
@@ -83,10 +83,6 @@ pub struct HostLimits {
     pub nofile_hard: u64,
     /// Pure cgroup v2 (unified) host: containers get their own cgroup namespace.
     pub cgroup_v2: bool,
-    /// How runc manages the container's cgroup: it decides the form of `linux.cgroupsPath`
-    /// (`/aac/<id>`, or `system.slice:aac:<id>` under systemd). Only the containerd backend
-    /// may use the systemd driver.
-    pub cgroup_driver: CgroupDriver,
 }
 
 impl HostLimits {
@@ -100,13 +96,9 @@ impl HostLimits {
         HostLimits {
             nofile_hard,
             cgroup_v2,
-            cgroup_driver: CgroupDriver::detect(),
         }
     }
 }
-
-/// Resolves `{from: secret}` environment values. Given `(secretName, secretKey)`.
-pub type SecretLookup<'a> = &'a dyn Fn(&str, &str) -> Result<String, String>;
 
 /// Everything besides the agent that a spec depends on.
 pub struct SpecContext<'a> {
@@ -117,6 +109,8 @@ pub struct SpecContext<'a> {
     /// Image configuration (entrypoint, cmd, env, workdir, user), when there is an image.
     pub image: Option<&'a ImageConfig>,
     pub host: &'a HostLimits,
+    /// The container's cgroup: `linux.cgroupsPath`, or none (then no resources either).
+    pub cgroup: &'a CgroupPlan,
     /// Where named volumes live: `<volumes_dir>/<name>`.
     pub volumes_dir: &'a Path,
     /// Network namespace to join (prepared by the network set-up) instead of a new one.
@@ -125,8 +119,6 @@ pub struct SpecContext<'a> {
     pub extra_mounts: Vec<Mount>,
     /// Allocate a terminal for the process.
     pub terminal: bool,
-    /// Resolves secret-backed environment variables.
-    pub secrets: SecretLookup<'a>,
 }
 
 /// Build the OCI runtime spec for `agent`.
@@ -155,12 +147,23 @@ pub fn build(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Spec, SpecError> {
         .iter()
         .filter_map(|c| c.parse::<Capability>().ok())
         .collect();
+    // A non-root user keeps across execve only what is in its ambient set: the capabilities
+    // agent.yaml adds go there (podman does the same), so `runAsUser: 1000` with
+    // `add: [NET_BIND_SERVICE]` can bind port 80. Root needs none.
+    let ambient: Capabilities = if uid == 0 {
+        Capabilities::new()
+    } else {
+        added_capabilities(agent, &caps)
+            .iter()
+            .filter_map(|c| c.parse::<Capability>().ok())
+            .collect()
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(cap_set.clone())
         .effective(cap_set.clone())
         .permitted(cap_set)
-        .inheritable(Capabilities::new())
-        .ambient(Capabilities::new())
+        .inheritable(ambient.clone())
+        .ambient(ambient)
         .build()?;
 
     let nofile = DEFAULT_NOFILE.min(ctx.host.nofile_hard);
@@ -191,37 +194,52 @@ pub fn build(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Spec, SpecError> {
         .clone()
         .unwrap_or_else(|| ctx.name.chars().take(63).collect());
 
-    let seccomp = seccomp_for(&sec.seccomp_profile, &caps)?;
+    // docker's `--privileged`: no seccomp filter, nothing masked or read-only, every host
+    // device (and the device cgroup allows them all, see `resources_of`).
+    let privileged = sec.privileged;
+    let seccomp = if privileged {
+        None
+    } else {
+        seccomp_for(&sec.seccomp_profile, &caps)?
+    };
+    let listed = |paths: &[&str]| -> Vec<String> {
+        if privileged {
+            Vec::new()
+        } else {
+            paths.iter().map(|s| s.to_string()).collect()
+        }
+    };
 
     let linux = LinuxBuilder::default()
         .uid_mappings(Vec::new())
         .gid_mappings(Vec::new())
         .sysctl(HashMap::new())
-        .resources(resources(agent)?)
-        .cgroups_path(PathBuf::from(
-            ctx.host
-                .cgroup_driver
-                .cgroups_path(CGROUP_PARENT, ctx.container_id),
-        ))
         .namespaces(namespaces(&spec.network.mode, ctx)?)
-        .devices(Vec::new())
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        );
+        .devices(if privileged {
+            host_devices()?
+        } else {
+            Vec::new()
+        })
+        .masked_paths(listed(MASKED_PATHS))
+        .readonly_paths(listed(READONLY_PATHS));
     let linux = match seccomp {
         Some(s) => linux.seccomp(s),
         None => linux,
-    }
-    .build()?;
+    };
+    // Without a cgroup of its own (a rootless containerd without systemd) runc could not
+    // apply limits: the plan says which are then not enforced.
+    let linux = match &ctx.cgroup.spec_path {
+        Some(path) => linux
+            .resources(resources_of(agent)?)
+            .cgroups_path(PathBuf::from(path))
+            .build()?,
+        None => {
+            let mut l = linux.build()?;
+            // oci-spec fills in an empty device list otherwise.
+            l.set_resources(None);
+            l
+        }
+    };
 
     let mut labels = HashMap::new();
     labels.insert("dev.agent.name".to_string(), agent.metadata.name.clone());
@@ -295,16 +313,19 @@ fn process_env(
                     }
                 }
             }
-            EnvSource::Secret {
-                secret_name,
-                secret_key,
-            } => (ctx.secrets)(secret_name, secret_key).map_err(|reason| SpecError::Env {
-                name: var.name.clone(),
-                reason,
-            })?,
+            // Never in a spec: delivered at start (crate::secrets::delivery).
+            EnvSource::Secret { .. } => continue,
         };
         set(var.name.clone(), value);
     }
+    // An image's value of a name a secret sets is not kept either.
+    env.retain(|(k, _)| {
+        !agent
+            .spec
+            .environment
+            .iter()
+            .any(|v| &v.name == k && matches!(v.source, EnvSource::Secret { .. }))
+    });
     Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
 }
 
@@ -357,11 +378,29 @@ fn user_ids(agent: &Agent, image: &ImageConfig) -> Result<(u32, u32), SpecError>
 pub fn capability_set(agent: &Agent) -> Vec<String> {
     let changes = &agent.spec.security.capabilities;
     let has_all = |l: &[String]| l.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
-    let mut set: BTreeSet<String> = if has_all(&changes.add) {
-        ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect()
+    let privileged = agent.spec.security.privileged;
+    let mut set: BTreeSet<String> = if privileged || has_all(&changes.add) {
+        // docker's `--cap-add ALL`: every capability this host lets aac hand on (its own
+        // bounding set), not one the kernel or an outer sandbox withholds.
+        let bounding = caps::read(None, caps::CapSet::Bounding).ok();
+        ALL_CAPABILITIES
+            .iter()
+            .filter(
+                |name| match (&bounding, format!("CAP_{name}").parse::<caps::Capability>()) {
+                    (Some(b), Ok(c)) => b.contains(&c),
+                    (None, _) => true,
+                    (Some(_), Err(_)) => false,
+                },
+            )
+            .map(|s| s.to_string())
+            .collect()
     } else {
         DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect()
     };
+    if privileged {
+        // docker gives a privileged container every capability, whatever --cap-drop says.
+        return set.into_iter().collect();
+    }
     if has_all(&changes.drop) {
         set.clear();
     }
@@ -373,7 +412,26 @@ pub fn capability_set(agent: &Agent) -> Vec<String> {
             set.insert(a.clone());
         }
     }
+    // An agent whose egress is limited must neither change its rules (NET_ADMIN) nor send
+    // packets around them (NET_RAW: packet sockets bypass the IP hooks). Validation refuses
+    // adding either; docker's default NET_RAW goes here.
+    if agent.spec.network.security.egress_policy().is_some() {
+        set.remove("NET_RAW");
+        set.remove("NET_ADMIN");
+    }
     set.into_iter().collect()
+}
+
+/// The capabilities of `caps` (the final set) that agent.yaml's `add` asked for.
+fn added_capabilities(agent: &Agent, caps: &[String]) -> Vec<String> {
+    let add = &agent.spec.security.capabilities.add;
+    if agent.spec.security.privileged || add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        return caps.to_vec();
+    }
+    caps.iter()
+        .filter(|c| add.iter().any(|a| a.eq_ignore_ascii_case(c)))
+        .cloned()
+        .collect()
 }
 
 fn seccomp_for(
@@ -394,7 +452,8 @@ fn seccomp_for(
     }
 }
 
-fn resources(agent: &Agent) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+/// The cgroup resources `agent` asks for.
+pub fn resources_of(agent: &Agent) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
     let res = &agent.spec.resources;
     let mut cpu = LinuxCpuBuilder::default();
     if let Some(limit) = res.limits.cpu {
@@ -403,9 +462,14 @@ fn resources(agent: &Agent) -> Result<oci_spec::runtime::LinuxResources, SpecErr
             .quota(i64::try_from(quota).unwrap_or(i64::MAX))
             .period(CPU_PERIOD_US);
     }
-    if let Some(req) = res.requests.cpu {
+    if let Some(shares) = res.requests.cpu_shares {
+        cpu = cpu.shares(shares);
+    } else if let Some(req) = res.requests.cpu {
         // 1 CPU = 1024 shares, as docker and the kubelet do; the kernel's minimum is 2.
         cpu = cpu.shares((req.0.saturating_mul(1024) / 1000).max(2));
+    }
+    if let Some(cpus) = &res.limits.cpuset_cpus {
+        cpu = cpu.cpus(cpus.clone());
     }
     let mut memory = LinuxMemoryBuilder::default();
     if let Some(limit) = res.limits.memory {
@@ -414,8 +478,21 @@ fn resources(agent: &Agent) -> Result<oci_spec::runtime::LinuxResources, SpecErr
     if let Some(req) = res.requests.memory {
         memory = memory.reservation(i64::try_from(req.0).unwrap_or(i64::MAX));
     }
+    match res.limits.memory_swap {
+        Some(MemorySwap::Limit(b)) => memory = memory.swap(i64::try_from(b.0).unwrap_or(i64::MAX)),
+        Some(MemorySwap::Unlimited) => memory = memory.swap(-1),
+        None => {}
+    }
+    let devices = if agent.spec.security.privileged {
+        vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm".to_string())
+            .build()?]
+    } else {
+        device_rules()?
+    };
     let mut b = LinuxResourcesBuilder::default()
-        .devices(device_rules()?)
+        .devices(devices)
         .cpu(cpu.build()?)
         .memory(memory.build()?);
     if let Some(p) = res.limits.pids {
@@ -461,6 +538,64 @@ fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, SpecError
     ])
 }
 
+/// Every character and block device under the host's `/dev` (what docker hands a privileged
+/// container), but for the folders runc mounts itself and the console.
+fn host_devices() -> Result<Vec<LinuxDevice>, SpecError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    const SKIP: &[&str] = &[
+        "pts",
+        "shm",
+        "fd",
+        "mqueue",
+        ".lxc",
+        ".lxd-mounts",
+        ".udev",
+        "console",
+    ];
+    let mut out = Vec::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if dir == Path::new("/dev") && SKIP.iter().any(|s| name == *s) {
+                continue;
+            }
+            // Not followed: a symlink's target is listed in its own right.
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            let typ = if ft.is_dir() {
+                dirs.push(e.path());
+                continue;
+            } else if ft.is_char_device() {
+                LinuxDeviceType::C
+            } else if ft.is_block_device() {
+                LinuxDeviceType::B
+            } else {
+                continue;
+            };
+            let rdev = meta.rdev();
+            out.push(
+                LinuxDeviceBuilder::default()
+                    .path(e.path())
+                    .typ(typ)
+                    .major(i64::from(nix::sys::stat::major(rdev) as u32))
+                    .minor(i64::from(nix::sys::stat::minor(rdev) as u32))
+                    .file_mode(meta.mode() & 0o7777)
+                    .uid(meta.uid())
+                    .gid(meta.gid())
+                    .build()?,
+            );
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    Ok(out)
+}
+
 fn namespaces(
     mode: &NetworkMode,
     ctx: &SpecContext<'_>,
@@ -498,6 +633,8 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
 
 fn mounts(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Vec<Mount>, SpecError> {
     let spec = &agent.spec;
+    // A privileged container may write to /sys and its cgroup, as docker's may.
+    let sys_rw = if spec.security.privileged { "rw" } else { "ro" };
     let mut out = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -535,13 +672,13 @@ fn mounts(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Vec<Mount>, SpecError>
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &["nosuid", "noexec", "nodev", sys_rw],
         )?,
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            &["nosuid", "noexec", "nodev", "relatime", sys_rw],
         )?,
     ];
     let covered = |target: &str| spec.volumes.iter().any(|v| v.target == target);
@@ -563,7 +700,19 @@ fn mounts(agent: &Agent, ctx: &SpecContext<'_>) -> Result<Vec<Mount>, SpecError>
             )?);
         }
     }
-    for (i, v) in spec.volumes.iter().enumerate() {
+    // A user mount replaces the default at the same place (`--tmpfs /dev/shm:size=1g`), as
+    // docker's does, instead of stacking on it.
+    out.retain(|m| !covered(&m.destination().to_string_lossy()));
+    // docker's order: by depth of the target, so `-v dir:/a/b -v vol:/a` shows dir at /a/b
+    // (a stable sort keeps the flag order among equals).
+    let mut user: Vec<(usize, &VolumeSpec)> = spec.volumes.iter().enumerate().collect();
+    user.sort_by_key(|(_, v)| {
+        Path::new(&v.target)
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count()
+    });
+    for (i, v) in user {
         out.push(volume_mount(v, i, ctx)?);
     }
     out.extend(ctx.extra_mounts.iter().cloned());

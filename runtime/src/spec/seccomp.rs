@@ -1428,20 +1428,18 @@ mod tests {
     // Fixtures.
     // -----------------------------------------------------------------------------------------
 
-    fn shared_dir() -> PathBuf {
-        match std::env::var_os("AAC_SHARED_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-        }
+    /// Reference files carried with the tests (tests/data).
+    fn data_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data")
     }
 
     fn moby_path() -> PathBuf {
-        shared_dir().join("reference/moby-seccomp/default.json")
+        data_dir().join("moby-seccomp/default.json")
     }
 
     fn read_json(path: &Path) -> Value {
-        let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("{} (set AAC_SHARED_DIR?): {e}", path.display()));
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_json::from_str(&text).unwrap()
     }
 
@@ -2045,7 +2043,7 @@ mod tests {
     /// for `linux.seccomp` ($ref, type, properties, required, enum, items, minItems, minimum,
     /// maximum); besides, objects may only have the keys the schema lists.
     fn check_schema(schema: &Value, file: &str, value: &Value, at: &str, errors: &mut Vec<String>) {
-        let dir = shared_dir().join("reference/oci-runtime-spec-schema");
+        let dir = data_dir().join("oci-runtime-spec-schema");
         if let Some(reference) = schema["$ref"].as_str() {
             let (ref_file, pointer) = reference.split_once('#').unwrap();
             let ref_file = if ref_file.is_empty() { file } else { ref_file };
@@ -2105,8 +2103,7 @@ mod tests {
     }
 
     fn seccomp_schema() -> Value {
-        let doc =
-            read_json(&shared_dir().join("reference/oci-runtime-spec-schema/config-linux.json"));
+        let doc = read_json(&data_dir().join("oci-runtime-spec-schema/config-linux.json"));
         doc["linux"]["properties"]["seccomp"].clone()
     }
 
