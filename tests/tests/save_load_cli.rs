@@ -268,3 +268,31 @@ fn save_writes_both_formats_and_each_loads_back() {
     let out = own.run(&["image", "load", "-i", "/etc/hostname"], None);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
 }
+
+/// Loading an archive whose blobs are still in the store from an image removed a moment ago
+/// (containerd's garbage collection of them still pending) keeps them: the load holds them in
+/// its lease before it relies on them, so the image it records is whole. Repeated because the
+/// collection runs in the background: without the lease a round or two lost a blob.
+#[test]
+fn load_right_after_rm_keeps_every_blob() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (containerd)");
+        return;
+    }
+    let own = Own {
+        ns: format!("slr-{}", std::process::id()),
+    };
+    own.import("slr:1", "/bin/true");
+    let id = own.id("slr:1");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("one.tar");
+    own.ok(&["image", "save", "-o", &file.to_string_lossy(), "slr:1"]);
+    for round in 0..12 {
+        own.ok(&["image", "rm", "slr:1"]);
+        own.ok(&["image", "load", "-q", "-i", &file.to_string_lossy()]);
+        assert_eq!(own.id("slr:1"), id, "round {round}");
+    }
+    let out = own.ok(&["run", "--rm", "--network", "none", "slr:1", "echo", "whole"]);
+    assert_eq!(out.trim(), "whole");
+    own.ok(&["image", "rm", "slr:1"]);
+}

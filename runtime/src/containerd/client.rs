@@ -231,6 +231,29 @@ impl Client {
         Ok(id)
     }
 
+    /// Makes `lease` hold a resource that may already exist (`content` by digest, or
+    /// `snapshots/<snapshotter>` by key). Work that reuses content or a snapshot it did not
+    /// write takes it into its lease first, then checks that it exists: otherwise a garbage
+    /// collection between the check and the image record (an image removed a moment ago)
+    /// can take it away and leave an image whose blobs are gone.
+    pub(crate) async fn lease_resource(&self, lease: &str, kind: &str, id: &str) -> Result<()> {
+        use containerd_client::services::v1::{AddResourceRequest, Resource};
+        let leases = self.leases();
+        self.retry("Leases.AddResource", || {
+            let mut l = leases.clone();
+            let req = self.req(AddResourceRequest {
+                id: lease.to_string(),
+                resource: Some(Resource {
+                    id: id.to_string(),
+                    r#type: kind.to_string(),
+                }),
+            });
+            async move { l.add_resource(req).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Deletes a lease; NotFound is success.
     pub(crate) async fn delete_lease(&self, id: &str) -> Result<()> {
         use containerd_client::services::v1::DeleteRequest;

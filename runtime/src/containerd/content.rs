@@ -63,6 +63,7 @@ impl Client {
         source: BlobSource,
         labels: HashMap<String, String>,
     ) -> Result<()> {
+        self.lease_resource(lease, "content", digest).await?;
         if let Some(info) = self.blob_info(digest).await? {
             let missing: Vec<String> = labels
                 .iter()

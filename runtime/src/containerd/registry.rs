@@ -1101,6 +1101,8 @@ impl Client {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<ImageSummary> {
         let m = &r.manifest;
+        self.lease_resource(lease, "content", &m.config.digest)
+            .await?;
         let config_bytes = if self.blob_info(&m.config.digest).await?.is_some() {
             self.read_blob(&m.config.digest).await?
         } else {
@@ -1176,8 +1178,9 @@ impl Client {
         labels: HashMap<String, String>,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<()> {
+        self.lease_resource(lease, "content", &desc.digest).await?;
         if self.blob_info(&desc.digest).await?.is_some() {
-            // Present: write_blob only brings its labels up to date.
+            // Present (and now held by the lease): write_blob only brings its labels up to date.
             return self
                 .write_blob(
                     lease,

@@ -91,6 +91,8 @@ impl Client {
                 layer: i + 1,
                 of: layers.len(),
             });
+            self.lease_resource(lease, &format!("snapshots/{SNAPSHOTTER}"), chain)
+                .await?;
             if self.snapshot_exists(chain).await? {
                 continue;
             }
