@@ -16,8 +16,13 @@ if [ "${_AAC_ROOTLESS_CHILD:-}" != 1 ]; then
   [ "$(id -u)" != 0 ] || { echo "run as the rootless user, not root" >&2; exit 1; }
   mkdir -p "$XDG_RUNTIME_DIR/containerd" "$data"
   export _AAC_ROOTLESS_CHILD=1
+  # slirp4netns' default network is 10.0.2.0/24, QEMU's user network too (the VM's own address
+  # is 10.0.2.15): inside RootlessKit that address would be on-link and unreachable. Another
+  # network when the host has an address in it.
+  cidr=10.0.2.0/24
+  if ip -4 -o addr show 2>/dev/null | grep -q ' inet 10\.0\.2\.'; then cidr=10.41.2.0/24; fi
   # /etc, /run and /var/lib become writable copies inside (runc's state, iptables' lock).
-  exec rootlesskit --state-dir="$state" --net=slirp4netns --mtu=65520 \
+  exec rootlesskit --state-dir="$state" --net=slirp4netns --mtu=65520 --cidr="$cidr" \
     --slirp4netns-sandbox=auto --slirp4netns-seccomp=auto --disable-host-loopback \
     --port-driver=builtin --copy-up=/etc --copy-up=/run --copy-up=/var/lib \
     --propagation=rslave "$0" "$@"

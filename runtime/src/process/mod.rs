@@ -18,6 +18,7 @@ pub mod seccomp;
 mod stage;
 pub mod userns;
 
+pub use mounts::NO_IDMAP;
 pub use stage::Stage;
 
 use std::ffi::CString;
@@ -739,8 +740,9 @@ fn make_plan(
     for op in &mounts {
         bind_trees.push(match (op, &userns_fd) {
             (mounts::MountOp::Bind { source, opts, .. }, Some(ns)) => {
-                let (tree, mapped) = userns::idmapped_tree(source, opts.recursive, ns)?;
-                if !mapped && !opts.readonly {
+                let (tree, mapped) =
+                    userns::idmapped_tree(source, opts.recursive, (!opts.no_idmap).then_some(ns))?;
+                if !mapped && !opts.readonly && !opts.no_idmap {
                     warnings.push(NotEnforced::new(
                         "volume ownership",
                         format!(

@@ -23,6 +23,11 @@ const NEW_ROOT: &str = "/tmp/aac-root";
 /// Device nodes bound from the host into a fresh `/dev` tmpfs.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// A bind mount option of aac's own (`x-` options are for user space, never passed to the
+/// kernel): the source's files are already owned by the agent's ids as the host sees them
+/// (its secrets), so the process backend binds them without idmapping.
+pub const NO_IDMAP: &str = "x-aac.no-idmap";
+
 /// Parsed `mount` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
@@ -30,6 +35,8 @@ pub(crate) struct Options {
     pub bind: bool,
     pub recursive: bool,
     pub readonly: bool,
+    /// A bind never idmapped into the agent's user namespace ([`NO_IDMAP`]).
+    pub no_idmap: bool,
     /// Filesystem-specific options, comma-joined (`mode=755,size=65536k`).
     pub data: String,
 }
@@ -41,6 +48,7 @@ impl Default for Options {
             bind: false,
             recursive: false,
             readonly: false,
+            no_idmap: false,
             data: String::new(),
         }
     }
@@ -53,6 +61,7 @@ pub(crate) fn parse_options(opts: &[String]) -> Options {
         match opt.as_str() {
             "ro" => o.readonly = true,
             "rw" => o.readonly = false,
+            NO_IDMAP => o.no_idmap = true,
             "bind" => o.bind = true,
             "rbind" => {
                 o.bind = true;

@@ -229,12 +229,12 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 
 /// A detached copy of the mount tree at `source` (recursive when `recursive`), idmapped
-/// through `userns` when the filesystem allows it: then the agent's root owns there what the
-/// host's root owns. `Ok((fd, false))` when it could not be idmapped.
+/// through `userns` when given and the filesystem allows it: then the agent's root owns there
+/// what the host's root owns. `Ok((fd, false))` when it was not idmapped.
 pub fn idmapped_tree(
     source: &Path,
     recursive: bool,
-    userns: &OwnedFd,
+    userns: Option<&OwnedFd>,
 ) -> Result<(OwnedFd, bool), ProcessError> {
     let c = CString::new(source.as_os_str().as_encoded_bytes())
         .map_err(|_| ProcessError::InvalidSpec("a volume path contains a NUL byte".into()))?;
@@ -262,6 +262,9 @@ pub fn idmapped_tree(
         detail: what(),
         errno: e,
     })?;
+    let Some(userns) = userns else {
+        return Ok((tree, false));
+    };
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,

@@ -116,11 +116,13 @@ pub fn patch_spec(
     let base = host_dir(dirs, id);
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     if files {
-        mounts.push(bind(
-            CONTAINER_SECRETS_DIR,
-            &base.join("files"),
-            &["rbind", "ro", "nosuid", "nodev", "noexec"],
-        )?);
+        let mut opts = vec!["rbind", "ro", "nosuid", "nodev", "noexec"];
+        if backend == Backend::Process {
+            // Its files are owned by the agent's host ids ([`owner`]), on any kernel (tmpfs
+            // has idmapped mounts only from Linux 6.3 on).
+            opts.push(crate::process::NO_IDMAP);
+        }
+        mounts.push(bind(CONTAINER_SECRETS_DIR, &base.join("files"), &opts)?);
     }
     if env && backend == Backend::Containerd {
         mounts.push(bind(
@@ -169,6 +171,24 @@ pub fn host_owner(spec: &Spec) -> (u32, u32) {
         map(uid, linux.and_then(|l| l.uid_mappings().as_ref())),
         map(gid, linux.and_then(|l| l.gid_mappings().as_ref())),
     )
+}
+
+/// Host uid and gid the agent's secret files belong to: [`host_owner`], and for an agent of
+/// the process backend run by root its user through the range of host ids it runs in.
+pub fn owner(rec: &ContainerRecord) -> Result<(u32, u32), SecretsError> {
+    let (uid, gid) = host_owner(&rec.spec);
+    if rec.backend != Backend::Process || !crate::rootlesskit::is_real_root() {
+        return Ok((uid, gid));
+    }
+    let r =
+        crate::process::userns::host_range().map_err(|e| SecretsError::Invalid(e.to_string()))?;
+    if uid >= r.count || gid >= r.count {
+        return Err(SecretsError::Invalid(format!(
+            "user {uid}:{gid} is outside the agent's user namespace (ids 0-{})",
+            r.count - 1
+        )));
+    }
+    Ok((r.uid + uid, r.gid + gid))
 }
 
 fn is_mountpoint(p: &Path) -> bool {
@@ -367,7 +387,7 @@ pub fn prepare(dirs: &StateDirs, rec: &ContainerRecord) -> Result<SecretEnv, Sec
     let (files, env) = resolve(&store, &rec.agent)?;
     let base = host_dir(dirs, &rec.id);
     ensure_tmpfs(&base, tmpfs_size(&files, &env))?;
-    let (uid, gid) = host_owner(&rec.spec);
+    let (uid, gid) = owner(rec)?;
     if uses.iter().any(|u| matches!(u.kind, UseKind::File { .. })) {
         write_version(&base.join("files"), &files, uid, gid)?;
     }
@@ -434,7 +454,7 @@ pub fn refresh(dirs: &StateDirs, rec: &ContainerRecord) -> Result<bool, SecretsE
         return Ok(false);
     }
     let (files, _) = resolve(&Store::new(dirs), &rec.agent)?;
-    let (uid, gid) = host_owner(&rec.spec);
+    let (uid, gid) = owner(rec)?;
     write_version(&files_dir, &files, uid, gid)?;
     Ok(true)
 }

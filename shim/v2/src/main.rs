@@ -6,6 +6,7 @@
 //! directly (no copy through the shim). Task events go to containerd, so `ctr tasks ls`,
 //! `Tasks.Wait` and event subscribers see the tasks as with runc's shim.
 
+mod oom;
 mod runc;
 mod service;
 mod stdio;

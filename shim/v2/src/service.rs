@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use containerd_shim::api;
 use containerd_shim::monitor::{Subject, Topic};
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::{Message, MessageDyn, MessageField};
@@ -19,6 +19,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::synchronous::monitor::monitor_subscribe;
 use containerd_shim::{Config, Context, DeleteResponse, ExitSignal, Flags, TtrpcContext};
 
+use crate::oom::OomWatch;
 use crate::runc::{self, ProcIo, Runc};
 use crate::stdio::{self, ConsoleSocket, StdinWriter};
 
@@ -27,6 +28,7 @@ pub const RUNTIME_ID: &str = "io.containerd.aac.v2";
 const SHIM_STATE: &str = "aac-shim.json";
 const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 const TASK_EXIT: &str = "/tasks/exit";
+const TASK_OOM: &str = "/tasks/oom";
 
 type TResult<T> = ttrpc::Result<T>;
 
@@ -109,6 +111,8 @@ struct Inner {
     /// Exits of pids not (yet) known: a short exec can end before its pid file is read.
     unclaimed: VecDeque<(u32, u32)>,
     rootfs_mounted: bool,
+    /// The container's OOM counter, from its creation on.
+    oom: Option<Arc<OomWatch>>,
 }
 
 impl Inner {
@@ -303,8 +307,27 @@ impl TaskService {
         };
         if let Some(e) = event {
             self.inner.1.notify_all();
+            // An OOM kill goes out before the exit it caused (a kill the watch thread has not
+            // reported yet, or any on cgroup v1).
+            if e.id == e.container_id {
+                let oom = self.lock().oom.clone();
+                if oom.is_some_and(|w| w.new_kills()) {
+                    self.publish_oom(&e.container_id);
+                }
+            }
             self.publish(TASK_EXIT, Box::new(e));
         }
+    }
+
+    fn publish_oom(&self, id: &str) {
+        log::info!("container {id} had an OOM kill");
+        self.publish(
+            TASK_OOM,
+            Box::new(TaskOOM {
+                container_id: id.to_string(),
+                ..Default::default()
+            }),
+        );
     }
 
     /// Register a started process's pid; returns its exit event when it already ended.
@@ -479,8 +502,15 @@ impl containerd_shim::Task for TaskService {
             let _ = runc.run(&["delete", "--force", &req.id], ProcIo::default(), false);
             return Err(fail(e));
         }
+        let oom = OomWatch::for_pid(pid);
+        if let Some(w) = &oom {
+            let svc = self.clone();
+            let id = req.id.clone();
+            w.spawn(move || svc.publish_oom(&id));
+        }
         {
             let mut inner = self.lock();
+            inner.oom = oom;
             if let Ok(p) = inner.proc_mut("") {
                 p.pid = pid;
                 p.stdin_writer = writer;
