@@ -10,7 +10,7 @@
 set -eu
 
 PACKAGES="linux-image-amd64 systemd-sysv udev dbus dbus-user-session libpam-systemd containerd
-runc containernetworking-plugins busybox-static rootlesskit slirp4netns uidmap iproute2 iptables
+runc containernetworking-plugins busybox-static rootlesskit slirp4netns uidmap iproute2 iptables nftables
 python3 python3-prometheus-client procps util-linux sudo kmod ca-certificates e2fsprogs"
 
 TEST_USER=aac
