@@ -38,19 +38,38 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// Index `src`. Text that yaml-rust2 cannot parse yields the positions read before the
-    /// problem (serde_yaml reports the syntax error itself).
+    /// Index `src` (its first document). Text that yaml-rust2 cannot parse yields the
+    /// positions read before the problem (serde_yaml reports the syntax error itself).
     pub fn from_str(src: &str, file: Option<&Path>) -> Positions {
+        Self::load(src, file, false)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Positions {
+                file: file.map(Path::to_path_buf),
+                ..Positions::default()
+            })
+    }
+
+    /// Index every document of a multi-document text (`---` apart), one [`Positions`] each.
+    pub fn documents(src: &str, file: Option<&Path>) -> Vec<Positions> {
+        Self::load(src, file, true)
+    }
+
+    fn load(src: &str, file: Option<&Path>, multi: bool) -> Vec<Positions> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(src);
-        if let Err(e) = parser.load(&mut builder, false) {
+        if let Err(e) = parser.load(&mut builder, multi) {
             tracing::debug!("position index incomplete: {e}");
         }
-        Positions {
-            file: file.map(Path::to_path_buf),
-            entries: builder.entries,
-            aliases: HashMap::new(),
-        }
+        builder
+            .docs
+            .into_iter()
+            .map(|entries| Positions {
+                file: file.map(Path::to_path_buf),
+                entries,
+                aliases: HashMap::new(),
+            })
+            .collect()
     }
 
     /// The file these positions point into.
@@ -150,7 +169,7 @@ pub(crate) fn is_prefix_path(prefix: &str, path: &str) -> bool {
 }
 
 /// `base` + key -> `base.key`; the root's children have no leading dot.
-pub(crate) fn join_key(base: &str, key: &str) -> String {
+pub fn join_key(base: &str, key: &str) -> String {
     if base.is_empty() {
         key.to_string()
     } else {
@@ -158,7 +177,8 @@ pub(crate) fn join_key(base: &str, key: &str) -> String {
     }
 }
 
-pub(crate) fn join_index(base: &str, i: usize) -> String {
+/// `base` + index -> `base[i]`.
+pub fn join_index(base: &str, i: usize) -> String {
     format!("{base}[{i}]")
 }
 
@@ -182,7 +202,8 @@ enum Frame {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
-    entries: HashMap<String, Entry>,
+    /// One index per document.
+    docs: Vec<HashMap<String, Entry>>,
     /// Depth inside a complex key.
     skip_depth: usize,
 }
@@ -190,9 +211,14 @@ struct Builder {
 impl Builder {
     /// A node starts at `mark`: work out its path (None when it is a key or not indexed).
     fn node(&mut self, at: LineCol, key_text: Option<&str>) -> Option<String> {
+        // The current document's index (a text without a document start still has one).
+        if self.docs.is_empty() {
+            self.docs.push(HashMap::new());
+        }
+        let entries = self.docs.last_mut()?;
         match self.stack.last_mut() {
             None => {
-                self.entries.entry(String::new()).or_insert(Entry {
+                entries.entry(String::new()).or_insert(Entry {
                     key: None,
                     value: at,
                 });
@@ -202,7 +228,7 @@ impl Builder {
             Some(Frame::Sequence { path, next }) => {
                 let p = join_index(path, *next);
                 *next += 1;
-                self.entries.insert(
+                entries.insert(
                     p.clone(),
                     Entry {
                         key: None,
@@ -216,7 +242,7 @@ impl Builder {
                     // this node is a key
                     *key = Some((key_text.unwrap_or("?").to_string(), at));
                     if std::mem::take(first) {
-                        if let Some(e) = self.entries.get_mut(path.as_str()) {
+                        if let Some(e) = entries.get_mut(path.as_str()) {
                             if (at.line, at.column) < (e.value.line, e.value.column) {
                                 e.value = at;
                             }
@@ -227,7 +253,7 @@ impl Builder {
                 Some((k, key_at)) => {
                     let p = join_key(path, &k);
                     // the first occurrence of a duplicated key keeps its place
-                    self.entries.entry(p.clone()).or_insert(Entry {
+                    entries.entry(p.clone()).or_insert(Entry {
                         key: Some(key_at),
                         value: at,
                     });
@@ -290,6 +316,10 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
+            }
+            Event::DocumentStart => {
+                self.docs.push(HashMap::new());
+                self.stack.clear();
             }
             Event::DocumentEnd => self.stack.clear(),
             _ => {}
