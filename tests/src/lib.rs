@@ -6,6 +6,7 @@
 //! the process exits (`atexit`). Directories of earlier runs whose test process is gone are
 //! swept on start (their containerd is killed, mounts detached, files removed).
 
+pub mod auth_registry;
 pub mod cli;
 
 use std::path::{Path, PathBuf};

@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use aac_tests::auth_registry::AuthRegistry;
 use aac_tests::cli::{aac, text};
 use aac_tests::{client, leftovers, IMAGE};
 
@@ -541,89 +542,13 @@ async fn archive_layers_that_link_out_are_refused() {
     refused(&out, "is not a regular file");
 }
 
-/// A registry with htpasswd auth (Debian's docker-registry, as tests/registry.rs uses).
-struct Registry {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(user: &str, password: &str) -> Option<Registry> {
-        let have = |bin: &str| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {bin}"))
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !(have("docker-registry") && have("htpasswd")) {
-            let _ = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "docker-registry", "apache2-utils"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output();
-            if !(have("docker-registry") && have("htpasswd")) {
-                eprintln!("SKIP: docker-registry/htpasswd not available");
-                return None;
-            }
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = Command::new("htpasswd")
-            .args(["-Bbn", user, password])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, out.stdout).unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: aac-test\n    path: {}\n",
-            dir.path().join("data").display(),
-            htpasswd.display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Registry {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn trace_logs_carry_no_registry_credentials() {
     if !root() {
         return;
     }
     let (user, password) = ("bi-user", "bi-Pa55word-XYZ");
-    let Some(reg) = Registry::start(user, password) else {
+    let Some(reg) = AuthRegistry::start(user, password) else {
         return;
     };
     let remote = format!("127.0.0.1:{}/bi/private:1", reg.port);

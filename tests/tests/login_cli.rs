@@ -5,91 +5,14 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use aac_runtime::containerd::Credentials;
+use aac_tests::auth_registry::AuthRegistry;
 use aac_tests::cli::{aac, text};
 use aac_tests::IMAGE;
 use base64::Engine as _;
 use serde_json::Value;
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A registry with htpasswd auth for `user`; killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(user: &str, pass: &str) -> Option<Registry> {
-        if !have("docker-registry") || !have("htpasswd") {
-            let _ = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "docker-registry", "apache2-utils"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output();
-        }
-        if !have("docker-registry") || !have("htpasswd") {
-            eprintln!("skipped: docker-registry/htpasswd not available");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = Command::new("htpasswd")
-            .args(["-Bbn", user, pass])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let htpasswd = dir.path().join("htpasswd");
-        std::fs::write(&htpasswd, out.stdout).unwrap();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: aac-login\n    path: {}\n",
-            dir.path().join("data").display(),
-            htpasswd.display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Registry {
-            child,
-            port,
-            _dir: dir,
-        })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// aac in a namespace of its own (so a pull really downloads) with its own config folder
 /// and HOME (so no one's saved credentials are read).
@@ -155,7 +78,7 @@ async fn login_keeps_checked_credentials_that_pull_uses() {
         return;
     }
     let secret = "s3cret-login-7731";
-    let Some(reg) = Registry::start("agent", secret) else {
+    let Some(reg) = AuthRegistry::start("agent", secret) else {
         return;
     };
     let addr = format!("127.0.0.1:{}", reg.port);
