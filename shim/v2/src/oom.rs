@@ -5,7 +5,7 @@
 //! inotify. The counter is also read once more when the init process exits (cgroup v1, whose
 //! `memory.oom_control` sends no inotify events, and a kill the watch thread has not seen yet).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -111,7 +111,7 @@ fn counter_file(cgroup: &str) -> Option<PathBuf> {
 }
 
 /// The `oom_kill` line of either counter file.
-fn read_count(file: &PathBuf) -> Option<u64> {
+fn read_count(file: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(file).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
