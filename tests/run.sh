@@ -5,9 +5,13 @@
 #
 #   tests/run.sh              everything
 #   AAC_FUZZ_SECONDS=0 tests/run.sh   skip the fuzzing step
+#   tests/run.sh --install    only install what the suite needs (CI does this first, so that
+#                             nothing else uses apt while the VM step's preparation does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's line carries the seconds since the start (CI has a time budget: see where it goes).
+step() { echo "== $* (at ${SECONDS} s)"; }
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=(containerd runc containernetworking-plugins protobuf-compiler busybox-static iproute2 iptables
@@ -18,7 +22,7 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "== installing ${missing[*]}"
+  step "installing ${missing[*]}"
   sudo_if_needed apt-get update -qq
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -27,24 +31,26 @@ fi
 # the test installs it itself when this step could not, and skips only when pip cannot.
 kubernetes_validate=1.37.0
 if [ "$(python3 -m kubernetes_validate --version 2>/dev/null || true)" != "$kubernetes_validate" ]; then
-  echo "== pip install kubernetes-validate==$kubernetes_validate"
+  step "pip install kubernetes-validate==$kubernetes_validate"
   python3 -m pip install --quiet --disable-pip-version-check --break-system-packages \
       "kubernetes-validate==$kubernetes_validate" ||
     python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$kubernetes_validate" ||
     echo "pip could not install kubernetes-validate: its test will say it skipped"
 fi
 
-echo "== cargo fmt --check"
+[ "${1:-}" = --install ] && exit 0
+
+step "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 
-echo "== cargo build"
+step "cargo build"
 # The CLI tests drive target/debug/aac and aac-shim.
 cargo build --workspace -q
 
-echo "== cargo test"
+step "cargo test"
 # Integration tests start their own containerd; they need root (or skip with a message).
 mkdir -p target
 set +e
@@ -55,7 +61,7 @@ set -e
 # The rootless tests as an unprivileged user against its own rootless containerd under
 # RootlessKit (vm/guest/rootless-containerd.sh, as in the VM). Needs root to make the user.
 if [ "$(id -u)" -eq 0 ]; then
-  echo "== rootless: user aac-rootless, rootless containerd under RootlessKit"
+  step "rootless: user aac-rootless, rootless containerd under RootlessKit"
   rl_user=aac-rootless
   id -u "$rl_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$rl_user"
   rl_uid=$(id -u "$rl_user")
@@ -94,7 +100,7 @@ fi
 
 fuzz_seconds=${AAC_FUZZ_SECONDS:-60}
 if [ "$fuzz_seconds" -gt 0 ] && [ -d fuzz ] && rustup toolchain list | grep -q nightly; then
-  echo "== fuzzing the agent.yaml parser for ${fuzz_seconds}s"
+  step "fuzzing the agent.yaml parser for ${fuzz_seconds}s"
   command -v cargo-fuzz >/dev/null || cargo install -q cargo-fuzz
   mkdir -p fuzz/corpus/parse_agent
   cp examples/*/agent.yaml fuzz/corpus/parse_agent/ 2>/dev/null || true
@@ -103,5 +109,6 @@ if [ "$fuzz_seconds" -gt 0 ] && [ -d fuzz ] && rustup toolchain list | grep -q n
 fi
 
 # One closing line summing up every test binary.
+step "done"
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' target/test.log
 exit "$status"

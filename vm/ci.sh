@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI's VM step (after the host suite): runs vm/test.sh when QEMU can be used here, else says
+# CI's VM step (after the host suite): runs vm/test.sh [its argument] when QEMU can be used here, else says
 # why and exits 0. AAC_VM=0 skips it; AAC_VM=1 makes a missing QEMU an error.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -24,4 +24,4 @@ mkdir -p "$AAC_VM_CACHE" 2>/dev/null || true
 avail_mb=$(df -Pm "$AAC_VM_CACHE" 2>/dev/null | awk 'NR == 2 { print $4 }')
 [ -n "$avail_mb" ] && [ "$avail_mb" -lt 6000 ] && skip "less than 6 GB free for the VM image"
 
-exec "$VM_DIR/test.sh"
+exec "$VM_DIR/test.sh" "$@"

@@ -676,12 +676,10 @@ fn make_plan(
         None
     };
     if let Some(r) = id_range {
-        let outside = |id: u32| id >= r.count;
-        if outside(uid) || outside(gid) || groups.iter().any(|g| outside(*g)) {
+        if r.to_host(uid, gid).is_none() || groups.iter().any(|g| !r.maps(*g)) {
             return Err(ProcessError::InvalidSpec(format!(
-                "user {uid}:{gid} (groups {groups:?}) is outside the agent's user namespace \
-                 (ids 0-{})",
-                r.count - 1
+                "user {uid}:{gid} (groups {groups:?}) is outside the agent's user namespace ({})",
+                r.describe()
             )));
         }
     }

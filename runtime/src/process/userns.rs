@@ -40,6 +40,23 @@ pub struct IdRange {
     pub count: u32,
 }
 
+impl IdRange {
+    /// Whether id `id` inside the namespace is mapped to a host id.
+    pub fn maps(&self, id: u32) -> bool {
+        id < self.count
+    }
+
+    /// The host uid and gid of `uid`:`gid` inside, or `None` when either is not mapped.
+    pub fn to_host(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        (self.maps(uid) && self.maps(gid)).then(|| (self.uid + uid, self.gid + gid))
+    }
+
+    /// What a refusal names: the ids the namespace has.
+    pub fn describe(&self) -> String {
+        format!("ids 0-{}", self.count.saturating_sub(1))
+    }
+}
+
 fn setup_err(detail: impl Into<String>) -> impl FnOnce(Errno) -> ProcessError {
     let detail = detail.into();
     move |errno| ProcessError::Setup {

@@ -182,13 +182,12 @@ pub fn owner(rec: &ContainerRecord) -> Result<(u32, u32), SecretsError> {
     }
     let r =
         crate::process::userns::host_range().map_err(|e| SecretsError::Invalid(e.to_string()))?;
-    if uid >= r.count || gid >= r.count {
-        return Err(SecretsError::Invalid(format!(
-            "user {uid}:{gid} is outside the agent's user namespace (ids 0-{})",
-            r.count - 1
-        )));
-    }
-    Ok((r.uid + uid, r.gid + gid))
+    r.to_host(uid, gid).ok_or_else(|| {
+        SecretsError::Invalid(format!(
+            "user {uid}:{gid} is outside the agent's user namespace ({})",
+            r.describe()
+        ))
+    })
 }
 
 fn is_mountpoint(p: &Path) -> bool {
