@@ -7,10 +7,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(src) = std::str::from_utf8(data) {
-        match aac_runtime::agent::load_str(src, Some(Path::new("agent.yaml")), Path::new("/base")) {
+        match aac_agent::load_str(src, Some(Path::new("agent.yaml")), Path::new("/base")) {
             Ok(agent) => {
                 // a loaded agent is valid and survives a second validation
-                assert!(aac_runtime::agent::validate(&agent, None).is_empty());
+                assert!(aac_agent::validate(&agent, None).is_empty());
             }
             Err(d) => assert!(!d.0.is_empty()),
         }
