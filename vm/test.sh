@@ -16,7 +16,7 @@
 # log and exit code are read back from the payload disk with debugfs. Exits with the guest's
 # code (1 if the VM gave none).
 #
-# Environment: AAC_VM_TIMEOUT (whole VM run, s, default 2400), AAC_VM_MEMORY (MiB, 2048),
+# Environment: AAC_VM_TIMEOUT (whole VM run, s, default 3000), AAC_VM_MEMORY (MiB, 2048),
 # AAC_VM_CPUS (2), AAC_VM_TESTS (a regex of test file names to run, or "all"; by default
 # all but $VM_HOST_ONLY), AAC_VM_ACCEL (tcg|kvm: skip the probe), AAC_VM_VERBOSE=1 (stream the
 # serial console).
@@ -30,7 +30,7 @@ case $mode in
   *) die "unknown argument $mode (--payload-only, --prepare or --prepared)" ;;
 esac
 t0=$(date +%s)
-timeout_s=${AAC_VM_TIMEOUT:-2400}
+timeout_s=${AAC_VM_TIMEOUT:-3000}
 
 metadata=$(cargo metadata --no-deps --format-version 1)
 packages=$(python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))' <<<"$metadata")
