@@ -461,12 +461,10 @@ fn allowed_hosts_from_agent_yaml_are_all_the_agent_reaches() {
         format!("http://{}:8080/", w.ip(DENIED)),
         format!("http://{}:443/", w.ip(DENIED)),
     ] {
-        let started = Instant::now();
+        // (a dropped packet would end in wget's timeout, not "Connection refused")
         let (code, out) = get(a, name, &url);
         assert_ne!(code, 0, "{url}: {out}");
         assert!(out.contains("Connection refused"), "{url}: {out}");
-        // (exec itself takes a moment; a timeout would take wget's 5 s)
-        assert!(started.elapsed() < Duration::from_secs(4), "{url}: {out}");
     }
 
     // Another resolver cannot be asked: the denied name stays unknown.
