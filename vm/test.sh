@@ -40,8 +40,8 @@ payload="$target_dir/vm/payload"
 
 # Test files the VM leaves to the host suite by default: their subject is aac's command line,
 # parsers, image store and registry client, or CNI networking, none of which depends on the
-# cgroup version, systemd or the kernel the VM adds; under software emulation they would take
-# about 15 of the VM's 40 minutes (networking alone 9). `AAC_VM_TESTS=all` runs them too.
+# cgroup version, systemd or the kernel the VM adds; under software emulation they took about
+# 13 minutes (networking alone 9) of a full run that did not fit 37. `AAC_VM_TESTS=all` runs them.
 VM_HOST_ONLY="bad_input|registry|save_load_cli|images|images_cli|login_cli|logs_secrets_cli|docker_cli|networking"
 
 # --- build and payload (a function: --prepared skips it) ---------------------------------
