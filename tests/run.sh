@@ -9,6 +9,10 @@
 #                             nothing else uses apt while the VM step's preparation does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case ${1:-} in
+  "" | --install) ;;
+  *) echo "tests/run.sh: unknown argument $1 (only --install)" >&2; exit 2 ;;
+esac
 
 # Each step's line carries the seconds since the start (CI has a time budget: see where it goes).
 step() { echo "== $* (at ${SECONDS} s)"; }

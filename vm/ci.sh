@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI's VM step (after the host suite): runs vm/test.sh [its argument] when QEMU can be used here, else says
-# why and exits 0. AAC_VM=0 skips it; AAC_VM=1 makes a missing QEMU an error.
+# CI's VM step (after the host suite): runs vm/test.sh [its argument] when QEMU can be used
+# here, else says why and exits 0. AAC_VM=0 skips it; AAC_VM=1 makes a missing QEMU an error.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -97,7 +97,7 @@ for t in "${test_bins[@]}"; do
     *) [[ "$name" =~ ^(${AAC_VM_TESTS})-[0-9a-f]+$ ]] || continue ;;
   esac
   cp "$t" "$payload/target/release/deps/"
-  echo "target/release/deps/$(basename "$t")" >>"$payload/tests.list"
+  echo "target/release/deps/$name" >>"$payload/tests.list"
 done
 chmod -R a+rX "$payload"
 log "payload: $(wc -l <"$payload/tests.list") test binaries, $(du -sm "$payload" | cut -f1) MiB in $payload"

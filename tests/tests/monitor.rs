@@ -402,7 +402,8 @@ fn run_waits_for_healthy_or_fails_with_the_last_probe_output() {
         "{err}"
     );
     // --no-wait returns before the first probe (due only after the 300 s interval): it
-    // succeeds, and the health is still "starting". (Waiting, it would fail as above.)
+    // succeeds, and the health is still "starting". (Waiting, it would fail as above once
+    // that one probe failed.)
     a.ok(&[
         "run",
         "-d",
@@ -413,6 +414,8 @@ fn run_waits_for_healthy_or_fails_with_the_last_probe_output() {
         "exit 1",
         "--health-interval",
         "300s",
+        "--health-retries",
+        "1",
         IMAGE,
         "sleep",
         "600",

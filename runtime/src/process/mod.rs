@@ -676,7 +676,7 @@ fn make_plan(
         None
     };
     if let Some(r) = id_range {
-        if r.to_host(uid, gid).is_none() || groups.iter().any(|g| !r.maps(*g)) {
+        if [uid, gid].iter().chain(&groups).any(|id| !r.maps(*id)) {
             return Err(ProcessError::InvalidSpec(format!(
                 "user {uid}:{gid} (groups {groups:?}) is outside the agent's user namespace ({})",
                 r.describe()

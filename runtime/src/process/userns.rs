@@ -48,7 +48,10 @@ impl IdRange {
 
     /// The host uid and gid of `uid`:`gid` inside, or `None` when either is not mapped.
     pub fn to_host(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
-        (self.maps(uid) && self.maps(gid)).then(|| (self.uid + uid, self.gid + gid))
+        if !(self.maps(uid) && self.maps(gid)) {
+            return None;
+        }
+        Some((self.uid.checked_add(uid)?, self.gid.checked_add(gid)?))
     }
 
     /// What a refusal names: the ids the namespace has.
