@@ -221,19 +221,22 @@ async fn launch(
     agent_file: Option<PathBuf>,
 ) -> CliResult<u8> {
     let engine = ctx.engine()?;
-    let (created, started) = engine
-        .run(CreateOptions {
-            agent,
-            name: how.name.clone(),
-            runtime: how.runtime.into(),
-            auto_remove: how.rm,
-            interactive: how.interactive,
-            tty: how.tty,
-            image_arg,
-            from_file: agent_file.is_some(),
-            agent_file,
-        })
-        .await?;
+    let opts = CreateOptions {
+        agent,
+        name: how.name.clone(),
+        runtime: how.runtime.into(),
+        auto_remove: how.rm,
+        interactive: how.interactive,
+        tty: how.tty,
+        image_arg,
+        from_file: agent_file.is_some(),
+        agent_file,
+    };
+    let (created, started) = if how.detach {
+        engine.run(opts).await?
+    } else {
+        engine.run_attached(opts).await?
+    };
     for w in created.warnings.iter().chain(&started.warnings) {
         eprintln!("aac: warning: {w}");
     }

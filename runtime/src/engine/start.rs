@@ -89,6 +89,77 @@ pub(crate) fn launch_monitor(dirs: &StateDirs, id: &str) -> Result<(StartOutcome
     }
 }
 
+/// Whether container `c` can be monitored from inside a foreground `aac run` that stays
+/// attached until it exits and is removed: an `--rm` container without a terminal, health
+/// check or restart policy needs its monitor only while that command runs. Sparing the
+/// separate process is most of a short run's cost. Should the command be killed, the
+/// container runs on and the next aac command that looks at it gives it a monitor, as for a
+/// monitor that died.
+pub(crate) fn monitor_in_process(c: &Container) -> bool {
+    let spec = &c.rec.agent.spec;
+    c.rec.auto_remove
+        && !c.rec.tty
+        && spec.health_check.is_none()
+        && spec.restart_policy == crate::agent::RestartPolicy::No
+        && std::env::var_os("AAC_MONITOR_PROCESS").is_none()
+}
+
+/// [`launch_monitor`] on a thread of this process rather than in aac-shim: the same monitor
+/// reports on the same kind of socket.
+pub(crate) fn launch_monitor_here(
+    dirs: &StateDirs,
+    id: &str,
+) -> Result<(StartOutcome, MonitorLink)> {
+    let sock_err = |e: std::io::Error| {
+        EngineError::Io(crate::io::IoError::new(
+            "creating",
+            "the monitor's socket",
+            e,
+        ))
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(sock_err)?;
+    let dirs = dirs.clone();
+    let thread_id = id.to_string();
+    std::thread::Builder::new()
+        .name("aac-monitor".into())
+        .spawn(move || {
+            let mut report = crate::monitor::SyncPipe::new(theirs.into());
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    crate::monitor::StartReport::failed(
+                        &mut report,
+                        125,
+                        &format!("starting the monitor's runtime: {e}"),
+                    );
+                    return;
+                }
+            };
+            let run = crate::monitor::run_container(&dirs, &thread_id, &mut report);
+            if let Err(e) = rt.block_on(run) {
+                crate::monitor::StartReport::failed(&mut report, e.exit_code(), &e.to_string());
+                tracing::debug!("monitor of {thread_id}: {e}");
+            }
+        })
+        .map_err(sock_err)?;
+    let mut reader = BufReader::new(ours);
+    let mut line = String::new();
+    let n = std::io::BufRead::read_line(&mut reader, &mut line).map_err(sock_err)?;
+    match (n > 0)
+        .then(|| serde_json::from_str::<StartOutcome>(line.trim()).ok())
+        .flatten()
+    {
+        Some(o) => Ok((o, MonitorLink { reader })),
+        None => Err(EngineError::Start {
+            code: 125,
+            message: format!("the monitor of {id} ended without reporting"),
+        }),
+    }
+}
+
 impl MonitorLink {
     /// Follow the monitor's later reports from async code.
     pub fn into_async(self) -> Result<AsyncMonitorLink> {
@@ -156,6 +227,12 @@ impl Engine {
     /// monitor has undone the backend's side; the container stays recorded (see
     /// [`Engine::run`], which removes it).
     pub async fn start(&self, c: &Container) -> Result<Started> {
+        self.start_with(c, false).await
+    }
+
+    /// [`Engine::start`]; `attached` when the caller follows the container until it is gone
+    /// (a foreground `aac run`), which may then run its monitor ([`monitor_in_process`]).
+    pub(crate) async fn start_with(&self, c: &Container, attached: bool) -> Result<Started> {
         if c.status.phase != Phase::Created {
             return Err(EngineError::State(format!(
                 "container {} has already been started",
@@ -164,9 +241,16 @@ impl Engine {
         }
         let dirs = self.dirs.clone();
         let id = c.rec.id.clone();
-        let (outcome, link) = tokio::task::spawn_blocking(move || launch_monitor(&dirs, &id))
-            .await
-            .map_err(|e| EngineError::State(format!("starting the monitor: {e}")))??;
+        let here = attached && monitor_in_process(c);
+        let (outcome, link) = tokio::task::spawn_blocking(move || {
+            if here {
+                launch_monitor_here(&dirs, &id)
+            } else {
+                launch_monitor(&dirs, &id)
+            }
+        })
+        .await
+        .map_err(|e| EngineError::State(format!("starting the monitor: {e}")))??;
         if !outcome.ok {
             return Err(EngineError::Start {
                 code: outcome.code,

@@ -24,6 +24,9 @@ use crate::record::{self, ContainerRecord};
 use crate::state::{StateDirs, StateError};
 use crate::status::{Health, HealthStatus, Phase};
 
+mod report;
+pub use report::SyncPipe;
+
 /// First restart delay; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -320,6 +323,29 @@ pub fn restart_delay(current: Duration, ran: Duration) -> (Duration, Duration) {
         current
     };
     (delay, (delay * 2).min(MAX_BACKOFF))
+}
+
+/// Load container `id`'s record, open its backend and [`run`] its monitor.
+pub async fn run_container(
+    dirs: &StateDirs,
+    id: &str,
+    report: &mut dyn StartReport,
+) -> Result<(), MonitorError> {
+    let record = match ContainerRecord::load(dirs, id) {
+        Ok(r) => r,
+        Err(e) => {
+            report.failed(125, &format!("reading the container record: {e}"));
+            return Err(e.into());
+        }
+    };
+    let task = match crate::backend::open(dirs, &record).await {
+        Ok(t) => t,
+        Err(e) => {
+            report.failed(e.exit_code(), &e.to_string());
+            return Err(e.into());
+        }
+    };
+    run(dirs, &record, task.as_ref(), report).await
 }
 
 /// Run the monitor for container `id` until it is gone for good.

@@ -136,6 +136,10 @@ fn close_others(keep: &[RawFd]) {
 
 /// The waiter: runs in the forked child of the caller. Never returns.
 pub(crate) fn waiter(plan: &Plan, fds: Fds) -> ! {
+    // A session of its own: a terminal's signals (^C) reach the monitor's launcher, which
+    // forwards them, never the container directly (its monitor may share the launcher's
+    // process: `aac run --rm` in the foreground).
+    let _ = nix::unistd::setsid();
     let keep: Vec<RawFd> = plan
         .userns_fd
         .iter()
