@@ -69,9 +69,12 @@ cleanup() {
     rm -rf "$B/ctrd" "$B/podman" "$B/aac" "$B/rootfs" "$B"/*.tar "$B"/*.out
 }
 if [ -d "$B" ]; then
+    grep " $B/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$B"
 fi
 mkdir -p "$B/ctrd" "$B/aac/run" "$B/aac/data" "$B/podman/tmp" "$R"
+# aac's volatile state on tmpfs, as its default /run/aac is (the cleanup unmounts it).
+mount -t tmpfs -o mode=0700 aac-bench-run "$B/aac/run"
 trap cleanup EXIT
 
 start_containerd

@@ -820,3 +820,126 @@ fn full_disk_drops_lines_and_keeps_the_container_running() {
     assert!(!text(&out.stdout).is_empty());
     a.ok(&["rm", "-f", "full"]);
 }
+
+/// Inspect `name` once it exists (a foreground run creates it a moment after it starts).
+fn inspect_when_there(a: &Aac, name: &str) -> Value {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let out = a.run(&["inspect", name]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v[0]["State"]["Status"] == "running" {
+                return v[0].clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn shims_of(id: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("aac-shim") && cmd.contains(id)
+        })
+        .count()
+}
+
+/// A foreground `run --rm` (no terminal, health check or restart policy) is monitored by the
+/// `aac run` process itself, on both backends: no aac-shim runs for it. Killed with SIGKILL,
+/// it leaves the container running; the next `aac ps` gives it a monitor, which removes it
+/// once it has exited, and nothing of it is left.
+#[test]
+fn foreground_rm_run_is_its_own_monitor_and_a_killed_one_is_adopted() {
+    if !root() {
+        return;
+    }
+    let a = aac();
+    let script = "i=0; while [ $i -lt 30 ]; do echo $i; i=$((i+1)); sleep 0.1; done";
+    for (name, how) in [
+        ("fg-ctrd", vec![IMAGE, "sh", "-c", script]),
+        (
+            "fg-proc",
+            vec!["--runtime", "process", "/bin/sh", "-c", script],
+        ),
+    ] {
+        let mut args = vec!["run", "--rm", "--name", name];
+        args.extend(how);
+        let mut cli = a.command(&args).stdout(Stdio::piped()).spawn().unwrap();
+        let v = inspect_when_there(a, name);
+        let id = v["Id"].as_str().unwrap().to_string();
+        assert_eq!(
+            v["State"]["MonitorPid"].as_i64(),
+            Some(i64::from(cli.id())),
+            "{name}: the monitor is `aac run` itself: {}",
+            v["State"]
+        );
+        assert_eq!(shims_of(&id), 0, "{name}: an aac-shim runs for it");
+        // The first lines reached the terminal through the log.
+        let mut first = [0u8; 2];
+        cli.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"0\n", "{name}");
+
+        kill9(i64::from(cli.id()));
+        let _ = cli.wait();
+        let ps = a.ok(&["ps"]);
+        assert!(ps.lines().any(|l| l.contains(name)), "{name}: {ps}");
+        assert_eq!(
+            a.inspect(name)["State"]["MonitorAlive"],
+            true,
+            "{name}: ps gave it a monitor"
+        );
+        let deadline = Instant::now() + LONG;
+        while a.record_ids().contains(&id) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: not removed after its exit"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!task_running(&id), "{name}: its task is left");
+        assert_eq!(shims_of(&id), 0, "{name}: its monitor is left");
+        assert!(
+            !a.run_dir.join("containers").join(&id).exists(),
+            "{name}: its volatile state is left"
+        );
+    }
+}
+
+/// `aac stop` from elsewhere ends a foreground `run --rm` that is its own monitor: the run
+/// returns the container's exit code and the container is gone, with no aac-shim involved.
+#[test]
+fn stop_ends_a_foreground_rm_run_that_is_its_own_monitor() {
+    if !root() {
+        return;
+    }
+    let a = aac();
+    for (name, how) in [
+        ("fgstop-ctrd", vec![IMAGE, "sleep", "60"]),
+        (
+            "fgstop-proc",
+            vec!["--runtime", "process", "/bin/sleep", "60"],
+        ),
+    ] {
+        let mut args = vec!["run", "--rm", "--name", name];
+        args.extend(how);
+        let mut cli = a.command(&args).spawn().unwrap();
+        let id = inspect_when_there(a, name)["Id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // sleep, as PID 1 of its namespace, ignores SIGTERM: the stop ends in SIGKILL.
+        a.ok(&["stop", "-t", "1", name]);
+        let code = cli.wait().unwrap().code();
+        assert_eq!(code, Some(137), "{name}: aac run's exit code");
+        assert!(
+            !a.record_ids().contains(&id),
+            "{name}: its records are left"
+        );
+        assert_eq!(shims_of(&id), 0, "{name}: an aac-shim ran for it");
+    }
+}

@@ -567,10 +567,30 @@ pub(crate) fn remove_path(path: &Path) -> bool {
             })
             .collect()
     };
-    groups
+    let removed = groups
         .iter()
         .rev()
-        .fold(true, |ok, (n, cg)| remove_group(n, cg) && ok)
+        .fold(true, |ok, (n, cg)| remove_group(n, cg) && ok);
+    // runc also makes the cgroup in the v1 hierarchies whose controllers aac does not limit
+    // (blkio, devices, `name=systemd`, a hybrid host's unified tree): empty once the others
+    // are, they are left behind when aac removes a cgroup runc could not (a start cut off).
+    if v2 || !removed {
+        return removed;
+    }
+    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    hierarchies
+        .iter()
+        .filter(|h| !h.is_symlink())
+        .fold(true, |ok, h| match std::fs::remove_dir(h.join(path)) {
+            Ok(()) => ok,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ok,
+            Err(e) => {
+                tracing::warn!(cgroup = %h.join(path).display(), error = %e, "cannot remove cgroup");
+                false
+            }
+        })
 }
 
 /// The files to join the cgroups process `pid` is in (those of the controllers aac limits,

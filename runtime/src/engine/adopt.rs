@@ -60,7 +60,7 @@ impl Engine {
         if c.status.phase != Phase::Running {
             return false;
         }
-        if monitor_alive(&c.status) {
+        if monitor_alive(&self.dirs, c) {
             return true;
         }
         self.task_running(c).await
@@ -76,7 +76,7 @@ impl Engine {
 
     /// Finish the bookkeeping of an exited container whose monitor is gone.
     pub(crate) async fn settle_without_monitor(&self, c: &Container) -> Result<()> {
-        if monitor_alive(&c.status) {
+        if monitor_alive(&self.dirs, c) {
             return Ok(());
         }
         let mut st = record::load_status(&self.dirs, &c.rec.id)?;

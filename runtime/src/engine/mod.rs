@@ -210,11 +210,8 @@ impl Engine {
     }
 }
 
-/// Whether the monitor recorded in `st` is a live aac-shim.
-fn monitor_alive(st: &ContainerStatus) -> bool {
-    st.monitor_pid.is_some_and(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| c.windows(8).any(|w| w == b"aac-shim"))
-            .unwrap_or(false)
-    })
+/// Whether a live monitor (an aac-shim, or the `aac run` that monitors its own container)
+/// holds container `c`'s monitor lock.
+fn monitor_alive(dirs: &crate::state::StateDirs, c: &Container) -> bool {
+    crate::monitor::monitor_running(dirs, &c.rec.id)
 }

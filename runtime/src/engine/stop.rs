@@ -24,7 +24,7 @@ impl Engine {
         let mut killed = false;
         loop {
             let cur = self.reload(&c);
-            let monitored = monitor_alive(&cur.status);
+            let monitored = monitor_alive(&self.dirs, &cur);
             let running = self.is_running(&cur).await;
             if cur.status.phase == Phase::Exited || (!monitored && !running) {
                 break;

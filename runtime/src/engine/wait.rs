@@ -72,7 +72,7 @@ impl Engine {
             };
             if done
                 || (st.phase != Phase::Created
-                    && !monitor_alive(st)
+                    && !monitor_alive(&self.dirs, &cur)
                     && !self.is_running(&cur).await)
             {
                 return Ok(st.exit_code.unwrap_or(0));
