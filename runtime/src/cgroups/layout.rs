@@ -70,15 +70,21 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 impl CgroupLayout {
-    /// Read `/proc/self/mountinfo`.
+    /// Read `/proc/self/mountinfo`, once per process: cgroup file systems are mounted at boot,
+    /// and the kernel takes long to print a mountinfo of many containers' overlay mounts (`aac
+    /// ps` looks at every container's freezer).
     pub fn detect() -> Result<CgroupLayout, CgroupError> {
+        static DETECTED: std::sync::OnceLock<CgroupLayout> = std::sync::OnceLock::new();
+        if let Some(layout) = DETECTED.get() {
+            return Ok(layout.clone());
+        }
         let path = Path::new("/proc/self/mountinfo");
         let text = fs::read_to_string(path).map_err(io_err("reading", path))?;
         let layout = CgroupLayout::from_mountinfo(&text);
         if layout.v1.is_empty() && layout.unified.is_none() {
             return Err(CgroupError::NoCgroupFs);
         }
-        Ok(layout)
+        Ok(DETECTED.get_or_init(|| layout).clone())
     }
 
     /// Parse the text of a `mountinfo` file. Lines that are not cgroup mounts are ignored.
