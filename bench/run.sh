@@ -69,7 +69,7 @@ cleanup() {
     rm -rf "$B/ctrd" "$B/podman" "$B/aac" "$B/rootfs" "$B"/*.tar "$B"/*.out
 }
 if [ -d "$B" ]; then
-    grep " $B/" /proc/self/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
+    { grep " $B/" /proc/self/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
     rm -rf "$B"
 fi
 mkdir -p "$B/ctrd" "$B/aac/run" "$B/aac/data" "$B/podman/tmp" "$R"
