@@ -90,16 +90,26 @@ for _ in $(seq 100); do wget -q -O /dev/null "http://127.0.0.1:$PORT/index.html"
 
 run_wrk() {
     # $1 label, $2 url: "label rps p50_ms p99_ms errors"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2" | python3 -c '
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2" | tee -a "${WRK_RAW:-/dev/null}" | python3 -c '
 import re, sys
 label = sys.argv[1]
 t = sys.stdin.read()
 def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
-p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+    m = re.match(r"([\d.]+)(us|ms|s|m)", v or "")
+    if not m:
+        return float("nan")
+    n, u = m.groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
+def found(pattern):
+    m = re.search(pattern, t)
+    if not m:
+        # A round without answers (no latency distribution): say so, keep the others.
+        sys.stderr.write(t)
+    return m.group(1) if m else None
+rps = float(found(r"Requests/sec:\s+([\d.]+)") or 0)
+# Lines of the latency distribution only ("  50%  2.21ms"), not a "+/- Stdev" ending in 50%.
+p50 = ms(found(r"(?m)^\s+50%\s+(\S+)"))
+p99 = ms(found(r"(?m)^\s+99%\s+(\S+)"))
 err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 errors = (sum(map(int, err.groups())) if err else 0) + (int(non2xx.group(1)) if non2xx else 0)
