@@ -93,24 +93,37 @@ extern "C" fn cleanup_aac() {
     let _ = std::fs::remove_dir_all(a.run_dir.parent().unwrap_or(&a.run_dir));
 }
 
+/// PIDs of the processes whose command line (arguments joined by spaces) `pred` accepts.
+pub fn pids_where(pred: impl Fn(&str) -> bool) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            pred(&String::from_utf8_lossy(&cmd).replace('\0', " "))
+        })
+        .collect()
+}
+
+/// PIDs of the aac-shim monitors of container `id`.
+pub fn shim_pids(id: &str) -> Vec<i32> {
+    pids_where(|cmd| cmd.contains("aac-shim") && cmd.contains(id))
+}
+
 /// SIGKILL every aac-shim and aac-supervisor that serves the state under `run_dir`.
 pub fn kill_monitors(run_dir: &Path) {
     let needle = run_dir.to_string_lossy().to_string();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if (cmd.contains("aac-shim") || cmd.contains("aac-supervisor")) && cmd.contains(&needle) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    let helpers = pids_where(|cmd| {
+        (cmd.contains("aac-shim") || cmd.contains("aac-supervisor")) && cmd.contains(&needle)
+    });
+    for pid in helpers {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 

@@ -359,29 +359,17 @@ fn events(a: &Aac, name: &str) -> Vec<Value> {
     .collect()
 }
 
-fn aac_shims_of(id: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("aac-shim") && cmd.contains(id) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// After `aac rm`: no namespace, no monitor (which held the resolver), no attachment.
 fn assert_gone(a: &Aac, id: &str, ns: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while (ns.exists() || !aac_shims_of(id).is_empty()) && Instant::now() < deadline {
+    while (ns.exists() || !aac_tests::cli::shim_pids(id).is_empty()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!ns.exists(), "{} is left", ns.display());
-    assert!(aac_shims_of(id).is_empty(), "a monitor of {id} is left");
+    assert!(
+        aac_tests::cli::shim_pids(id).is_empty(),
+        "a monitor of {id} is left"
+    );
     assert!(!a
         .data_dir
         .join("networks/attachments")

@@ -837,18 +837,6 @@ fn inspect_when_there(a: &Aac, name: &str) -> Value {
     }
 }
 
-fn shims_of(id: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|p| {
-            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("aac-shim") && cmd.contains(id)
-        })
-        .count()
-}
-
 /// A foreground `run --rm` (no terminal, health check or restart policy) is monitored by the
 /// `aac run` process itself, on both backends: no aac-shim runs for it. Killed with SIGKILL,
 /// it leaves the container running; the next `aac ps` gives it a monitor, which removes it
@@ -878,7 +866,11 @@ fn foreground_rm_run_is_its_own_monitor_and_a_killed_one_is_adopted() {
             "{name}: the monitor is `aac run` itself: {}",
             v["State"]
         );
-        assert_eq!(shims_of(&id), 0, "{name}: an aac-shim runs for it");
+        assert_eq!(
+            aac_tests::cli::shim_pids(&id).len(),
+            0,
+            "{name}: an aac-shim runs for it"
+        );
         // The first lines reached the terminal through the log.
         let mut first = [0u8; 2];
         cli.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
@@ -902,7 +894,11 @@ fn foreground_rm_run_is_its_own_monitor_and_a_killed_one_is_adopted() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(!task_running(&id), "{name}: its task is left");
-        assert_eq!(shims_of(&id), 0, "{name}: its monitor is left");
+        assert_eq!(
+            aac_tests::cli::shim_pids(&id).len(),
+            0,
+            "{name}: its monitor is left"
+        );
         assert!(
             !a.run_dir.join("containers").join(&id).exists(),
             "{name}: its volatile state is left"
@@ -940,6 +936,10 @@ fn stop_ends_a_foreground_rm_run_that_is_its_own_monitor() {
             !a.record_ids().contains(&id),
             "{name}: its records are left"
         );
-        assert_eq!(shims_of(&id), 0, "{name}: an aac-shim ran for it");
+        assert_eq!(
+            aac_tests::cli::shim_pids(&id).len(),
+            0,
+            "{name}: an aac-shim ran for it"
+        );
     }
 }

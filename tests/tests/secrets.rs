@@ -82,22 +82,6 @@ fn files_holding(dir: &Path, skip: &[PathBuf], needle: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// PIDs of the aac-shim monitors of container `id`.
-fn monitor_pids(id: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("aac-shim") && cmd.contains(id) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 fn ctr(args: &[&str]) -> String {
     let out = Command::new("ctr")
         .arg("--address")
@@ -352,7 +336,7 @@ spec:
             assert!(out.contains("PLAIN"), "{what} lacks PLAIN:\n{out}");
         }
     }
-    let monitors = monitor_pids(&id);
+    let monitors = aac_tests::cli::shim_pids(&id);
     assert!(!monitors.is_empty(), "no monitor for {id}");
     for m in &monitors {
         for f in ["cmdline", "environ"] {

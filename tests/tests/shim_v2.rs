@@ -66,18 +66,7 @@ fn id_of(a: &Aac, name: &str) -> String {
 
 /// The pids of the aac shims serving container `id`.
 fn shim_pids(id: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("containerd-shim-aac-v2") && cmd.contains(id) {
-            pids.push(pid);
-        }
-    }
-    pids
+    aac_tests::cli::pids_where(|cmd| cmd.contains("containerd-shim-aac-v2") && cmd.contains(id))
 }
 
 fn state(a: &Aac, name: &str) -> Value {
