@@ -140,8 +140,13 @@ pub(crate) fn launch_monitor_here(
             };
             let run = crate::monitor::run_container(&dirs, &thread_id, &mut report);
             if let Err(e) = rt.block_on(run) {
-                crate::monitor::StartReport::failed(&mut report, e.exit_code(), &e.to_string());
-                tracing::debug!("monitor of {thread_id}: {e}");
+                if report.has_started() {
+                    // The launcher hears of it no other way (aac-shim logs it).
+                    tracing::warn!("monitor of {thread_id}: {e}");
+                } else {
+                    // A failed start: the launcher reports it.
+                    crate::monitor::StartReport::failed(&mut report, e.exit_code(), &e.to_string());
+                }
             }
         })
         .map_err(sock_err)?;

@@ -19,6 +19,8 @@ pub struct SyncPipe {
     file: Option<File>,
     /// The start outcome went out: a later failure is not a failed start.
     reported: bool,
+    /// That outcome was a successful start.
+    started: bool,
 }
 
 impl SyncPipe {
@@ -49,6 +51,7 @@ impl SyncPipe {
         SyncPipe {
             file: Some(File::from(fd)),
             reported: false,
+            started: false,
         }
     }
 
@@ -56,7 +59,14 @@ impl SyncPipe {
         SyncPipe {
             file: None,
             reported: false,
+            started: false,
         }
+    }
+
+    /// Whether the container's first start was reported as done (a later failure of the
+    /// monitor reaches the launcher by no other way than its log).
+    pub fn has_started(&self) -> bool {
+        self.started
     }
 
     /// Write one line; a launcher that is gone (EPIPE) is not told again. On a socket the
@@ -95,6 +105,7 @@ impl StartReport for SyncPipe {
         if std::mem::replace(&mut self.reported, true) {
             return;
         }
+        self.started = true;
         self.send(&StartOutcome {
             ok: true,
             pid,
