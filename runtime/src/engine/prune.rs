@@ -97,6 +97,14 @@ impl Engine {
             report.folders.push(id);
         }
         let mut live = self.dirs.container_ids()?;
+        // A creation under way is live before any record of it exists: its network namespace
+        // and attachment are made before the container's record, and `live` is read before
+        // the network lock is taken, so an attachment made meanwhile must not look abandoned.
+        for id in self.dirs.orphan_ids()? {
+            if self.dirs.creating(&id) {
+                live.push(id);
+            }
+        }
         for r in crate::network::list_attachments(&self.dirs)? {
             if self.dirs.creating(&r.container_id) {
                 live.push(r.container_id);
