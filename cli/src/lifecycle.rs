@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use aac_runtime::engine::{Container, CreateOptions, Engine};
+use aac_runtime::engine::{Container, Engine};
 use aac_runtime::logs::{Follower, LogFilter, Stream};
 use anyhow::anyhow;
 use clap::Args;
@@ -73,17 +73,12 @@ pub async fn create(ctx: &Ctx, args: RunArgs) -> CliResult<u8> {
     let engine = ctx.engine()?;
     let how = &args.behaviour;
     let created = engine
-        .create(CreateOptions {
+        .create(run::create_options(
             agent,
-            name: how.name.clone(),
-            runtime: how.runtime.into(),
-            auto_remove: how.rm,
-            interactive: how.interactive,
-            tty: how.tty,
-            image_arg: Some(args.image().to_string()),
-            from_file: false,
-            agent_file: None,
-        })
+            how,
+            Some(args.image().to_string()),
+            None,
+        ))
         .await?;
     for w in &created.warnings {
         eprintln!("aac: warning: {w}");

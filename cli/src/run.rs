@@ -213,15 +213,14 @@ async fn up_scaled(
 /// How long a foreground `--rm` run waits for the container's removal.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(15);
 
-async fn launch(
-    ctx: &Ctx,
+/// What `aac run`, `up` and `create` ask the engine for.
+pub(crate) fn create_options(
     agent: Agent,
     how: &RunBehaviour,
     image_arg: Option<String>,
     agent_file: Option<PathBuf>,
-) -> CliResult<u8> {
-    let engine = ctx.engine()?;
-    let opts = CreateOptions {
+) -> CreateOptions {
+    CreateOptions {
         agent,
         name: how.name.clone(),
         runtime: how.runtime.into(),
@@ -231,7 +230,18 @@ async fn launch(
         image_arg,
         from_file: agent_file.is_some(),
         agent_file,
-    };
+    }
+}
+
+async fn launch(
+    ctx: &Ctx,
+    agent: Agent,
+    how: &RunBehaviour,
+    image_arg: Option<String>,
+    agent_file: Option<PathBuf>,
+) -> CliResult<u8> {
+    let engine = ctx.engine()?;
+    let opts = create_options(agent, how, image_arg, agent_file);
     let (created, started) = if how.detach {
         engine.run(opts).await?
     } else {

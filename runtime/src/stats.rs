@@ -496,6 +496,28 @@ mod tests {
 ";
 
     #[test]
+    fn all_dirs_names_every_hierarchy_of_a_hybrid_host() {
+        let l = CgroupLayout::from_mountinfo(HYBRID);
+        let dirs: Vec<String> = l
+            .all_dirs("/aac/x")
+            .unwrap()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                "/sys/fs/cgroup/cpu,cpuacct/aac/x",
+                "/sys/fs/cgroup/memory/aac/x",
+                "/sys/fs/cgroup/pids/aac/x",
+                "/sys/fs/cgroup/systemd/aac/x",
+                "/sys/fs/cgroup/unified/aac/x",
+            ]
+        );
+        assert!(l.all_dirs("/aac/../x").is_err());
+    }
+
+    #[test]
     fn detects_hybrid_and_resolves_dirs() {
         let l = CgroupLayout::from_mountinfo(HYBRID);
         assert_eq!(l.mode(), CgroupMode::Hybrid);

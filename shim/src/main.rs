@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use aac_runtime::monitor::{self, StartReport, SyncPipe};
+use aac_runtime::monitor::{self, SyncPipe};
 use aac_runtime::state::StateDirs;
 use clap::Parser;
 
@@ -57,23 +57,11 @@ fn main() {
     // own umask.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut sync = SyncPipe::from_env();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            sync.failed(125, &format!("aac-shim: starting its runtime: {e}"));
-            std::process::exit(125);
-        }
-    };
     let dirs = StateDirs {
         run: args.run_dir.clone(),
         data: args.data_dir.clone(),
     };
-    let result = rt.block_on(monitor::run_container(&dirs, &args.id, &mut sync));
-    if let Err(e) = result {
-        sync.failed(e.exit_code(), &e.to_string());
+    if let Err(e) = monitor::run_blocking(&dirs, &args.id, &mut sync) {
         tracing::error!("{e}");
         std::process::exit(1);
     }

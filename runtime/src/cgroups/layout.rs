@@ -186,6 +186,22 @@ impl CgroupLayout {
             .map(|m| join_under(&m.mount_point, &m.root, &rel)))
     }
 
+    /// Directory of `cgroup_path` in every mounted hierarchy: each v1 one (those without
+    /// controllers aac limits too, such as `name=systemd`), then the unified tree.
+    pub fn all_dirs(&self, cgroup_path: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let rel = relative(cgroup_path)?;
+        Ok(self
+            .v1
+            .iter()
+            .map(|m| join_under(&m.mount_point, &m.root, &rel))
+            .chain(
+                self.unified
+                    .iter()
+                    .map(|(mp, root)| join_under(mp, root, &rel)),
+            )
+            .collect())
+    }
+
     /// Directory of `cgroup_path` in the unified tree.
     pub fn unified_dir(&self, cgroup_path: &str) -> Result<Option<PathBuf>, CgroupError> {
         let rel = relative(cgroup_path)?;

@@ -577,17 +577,15 @@ pub(crate) fn remove_path(path: &Path) -> bool {
     if v2 || !removed {
         return removed;
     }
-    let hierarchies: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+    let dirs = super::CgroupLayout::detect()
+        .and_then(|l| l.all_dirs(&format!("/{}", path.display())))
         .unwrap_or_default();
-    hierarchies
-        .iter()
-        .filter(|h| !h.is_symlink())
-        .fold(true, |ok, h| match std::fs::remove_dir(h.join(path)) {
+    dirs.iter()
+        .fold(removed, |ok, d| match std::fs::remove_dir(d) {
             Ok(()) => ok,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ok,
             Err(e) => {
-                tracing::warn!(cgroup = %h.join(path).display(), error = %e, "cannot remove cgroup");
+                tracing::warn!(cgroup = %d.display(), error = %e, "cannot remove cgroup");
                 false
             }
         })

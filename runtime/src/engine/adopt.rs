@@ -10,7 +10,7 @@ use crate::record;
 use crate::status::Phase;
 
 use super::start::launch_monitor;
-use super::{monitor_alive, Container, Engine, Result};
+use super::{Container, Engine, Result};
 
 impl Engine {
     /// Start a new monitor for a running or restarting container without one; returns the
@@ -60,7 +60,7 @@ impl Engine {
         if c.status.phase != Phase::Running {
             return false;
         }
-        if monitor_alive(&self.dirs, c) {
+        if self.monitor_running(c) {
             return true;
         }
         self.task_running(c).await
@@ -76,7 +76,7 @@ impl Engine {
 
     /// Finish the bookkeeping of an exited container whose monitor is gone.
     pub(crate) async fn settle_without_monitor(&self, c: &Container) -> Result<()> {
-        if monitor_alive(&self.dirs, c) {
+        if self.monitor_running(c) {
             return Ok(());
         }
         let mut st = record::load_status(&self.dirs, &c.rec.id)?;

@@ -22,7 +22,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// Whether a live monitor watches the container.
+    /// Whether a live monitor (an aac-shim, or the `aac run` that monitors its own container)
+    /// holds the container's monitor lock.
     pub fn monitor_running(&self, c: &Container) -> bool {
         crate::monitor::monitor_running(&self.dirs, &c.rec.id)
     }

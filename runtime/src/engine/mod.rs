@@ -209,9 +209,3 @@ impl Engine {
         self.dirs.container_run_dir(id)
     }
 }
-
-/// Whether a live monitor (an aac-shim, or the `aac run` that monitors its own container)
-/// holds container `c`'s monitor lock.
-fn monitor_alive(dirs: &crate::state::StateDirs, c: &Container) -> bool {
-    crate::monitor::monitor_running(dirs, &c.rec.id)
-}

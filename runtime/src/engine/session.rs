@@ -65,11 +65,14 @@ pub(crate) fn spawn(
         let mut child = child;
         let _ = child.wait();
     });
-    let mut reader = BufReader::new(ours);
+    first_report(ours).map_err(io_err("reading the first report of", bin))
+}
+
+/// Wait for the first line a helper sends on `stream` (a process or a thread of ours).
+pub(crate) fn first_report(stream: UnixStream) -> std::io::Result<Spawned> {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    let n = reader
-        .read_line(&mut line)
-        .map_err(io_err("reading the first report of", bin))?;
+    let n = reader.read_line(&mut line)?;
     Ok(Spawned {
         first: (n > 0).then(|| line.trim().to_string()),
         reader,

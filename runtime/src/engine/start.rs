@@ -65,6 +65,21 @@ pub(crate) fn launch_monitor(dirs: &StateDirs, id: &str) -> Result<(StartOutcome
         dirs.data.as_os_str(),
     ];
     let spawned = super::session::spawn(&shim_binary(), &args, &[], &log_path)?;
+    start_outcome(spawned, || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        format!(
+            "the monitor (aac-shim) exited without reporting: {}",
+            log.trim()
+        )
+    })
+}
+
+/// The monitor's first report (its [`StartOutcome`]) and the link for the rest; `silent` says
+/// why there was none.
+fn start_outcome(
+    spawned: super::session::Spawned,
+    silent: impl FnOnce() -> String,
+) -> Result<(StartOutcome, MonitorLink)> {
     match spawned
         .first
         .as_deref()
@@ -76,16 +91,10 @@ pub(crate) fn launch_monitor(dirs: &StateDirs, id: &str) -> Result<(StartOutcome
                 reader: spawned.reader,
             },
         )),
-        None => {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            Err(EngineError::Start {
-                code: 125,
-                message: format!(
-                    "the monitor (aac-shim) exited without reporting: {}",
-                    log.trim()
-                ),
-            })
-        }
+        None => Err(EngineError::Start {
+            code: 125,
+            message: silent(),
+        }),
     }
 }
 
@@ -111,11 +120,7 @@ pub(crate) fn launch_monitor_here(
     id: &str,
 ) -> Result<(StartOutcome, MonitorLink)> {
     let sock_err = |e: std::io::Error| {
-        EngineError::Io(crate::io::IoError::new(
-            "creating",
-            "the monitor's socket",
-            e,
-        ))
+        EngineError::Io(crate::io::IoError::new("using", "the monitor's socket", e))
     };
     let (ours, theirs) = UnixStream::pair().map_err(sock_err)?;
     let dirs = dirs.clone();
@@ -124,45 +129,15 @@ pub(crate) fn launch_monitor_here(
         .name("aac-monitor".into())
         .spawn(move || {
             let mut report = crate::monitor::SyncPipe::new(theirs.into());
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    crate::monitor::StartReport::failed(
-                        &mut report,
-                        125,
-                        &format!("starting the monitor's runtime: {e}"),
-                    );
-                    return;
-                }
-            };
-            let run = crate::monitor::run_container(&dirs, &thread_id, &mut report);
-            if let Err(e) = rt.block_on(run) {
-                if report.has_started() {
-                    // The launcher hears of it no other way (aac-shim logs it).
-                    tracing::warn!("monitor of {thread_id}: {e}");
-                } else {
-                    // A failed start: the launcher reports it.
-                    crate::monitor::StartReport::failed(&mut report, e.exit_code(), &e.to_string());
-                }
+            if let Err(e) = crate::monitor::run_blocking(&dirs, &thread_id, &mut report) {
+                tracing::warn!("monitor of {thread_id}: {e}");
             }
         })
         .map_err(sock_err)?;
-    let mut reader = BufReader::new(ours);
-    let mut line = String::new();
-    let n = std::io::BufRead::read_line(&mut reader, &mut line).map_err(sock_err)?;
-    match (n > 0)
-        .then(|| serde_json::from_str::<StartOutcome>(line.trim()).ok())
-        .flatten()
-    {
-        Some(o) => Ok((o, MonitorLink { reader })),
-        None => Err(EngineError::Start {
-            code: 125,
-            message: format!("the monitor of {id} ended without reporting"),
-        }),
-    }
+    let spawned = super::session::first_report(ours).map_err(sock_err)?;
+    start_outcome(spawned, || {
+        format!("the monitor of {id} ended without reporting")
+    })
 }
 
 impl MonitorLink {

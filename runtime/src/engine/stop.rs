@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use crate::events::{Event, EventType};
 use crate::status::Phase;
 
-use super::{monitor_alive, Container, Engine, Result};
+use super::{Container, Engine, Result};
 
 impl Engine {
     /// Stop a container: write the stop marker (so its monitor applies no restart policy),
@@ -24,7 +24,7 @@ impl Engine {
         let mut killed = false;
         loop {
             let cur = self.reload(&c);
-            let monitored = monitor_alive(&self.dirs, &cur);
+            let monitored = self.monitor_running(&cur);
             let running = self.is_running(&cur).await;
             if cur.status.phase == Phase::Exited || (!monitored && !running) {
                 break;

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::status::{HealthStatus, Phase};
 
-use super::{monitor_alive, Container, Engine, EngineError, Result};
+use super::{Container, Engine, EngineError, Result};
 
 /// docker's `wait --condition`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Engine {
             };
             if done
                 || (st.phase != Phase::Created
-                    && !monitor_alive(&self.dirs, &cur)
+                    && !self.monitor_running(&cur)
                     && !self.is_running(&cur).await)
             {
                 return Ok(st.exit_code.unwrap_or(0));

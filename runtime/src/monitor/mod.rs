@@ -348,6 +348,29 @@ pub async fn run_container(
     run(dirs, &record, task.as_ref(), report).await
 }
 
+/// [`run_container`] on this thread, in a runtime of its own (aac-shim's main thread, or the
+/// thread of `aac run` that monitors its own container). A failed start is reported on
+/// `report`; a failure after a reported start is returned only (the caller logs it).
+pub fn run_blocking(dirs: &StateDirs, id: &str, report: &mut SyncPipe) -> Result<(), MonitorError> {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            MonitorError::from(crate::io::IoError::new(
+                "starting",
+                "the monitor's runtime",
+                e,
+            ))
+        })
+        .and_then(|rt| rt.block_on(run_container(dirs, id, report)));
+    if let Err(e) = &result {
+        if !report.has_started() {
+            report.failed(e.exit_code(), &e.to_string());
+        }
+    }
+    result
+}
+
 /// Run the monitor for container `id` until it is gone for good.
 pub async fn run(
     dirs: &StateDirs,
